@@ -1,0 +1,22 @@
+# Two commands, both fine on a fresh CPU machine:  make demo  |  make test
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+$(VENV)/.installed: pyproject.toml constraints-cpu.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints-cpu.txt -e ".[dev]"
+	touch $@
+
+.PHONY: setup demo test bench
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/yume-data demo
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) benchmarks/bench_quantize.py
+	$(PY) benchmarks/bench_shards.py
+	$(PY) benchmarks/bench_flow.py

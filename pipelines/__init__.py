@@ -1,0 +1,1 @@
+"""Prefect flows over the stage libraries, and the `yume-data` command. The only package that imports Prefect."""

@@ -1,0 +1,113 @@
+"""The real-world path: Sekai CSV + camera files + mp4s -> actions -> WebDataset shards, as one Prefect flow.
+
+Steps run over batches of the manifest (`map_batches`), each resumable on its own:
+  1. clips:    probe each video, quantize its trajectory, cross-check their lengths   (CPU, one task per batch)
+  2. (captions: the captioning stage plugs in here as another batched step, over the ok rows)
+  3. shards:   plan shards over the ok rows and write one tar per task                 (I/O, one task per shard)
+The output manifest keeps every CSV row with its status, so counts in equal counts out.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait
+
+import quantize_actions
+import shards
+from pipelines.batching import fingerprint, map_batches
+from pipelines.reporting import report
+from pipelines.runners import RunnerConfig, make_task_runner
+from yume_core import __version__
+from yume_core.config import from_dict, to_dict
+from yume_core.manifest import CLIP_SCHEMA, OK, conform, write_manifest
+from yume_core.sekai import check_frame_counts, probe_clips, read_sekai_csv
+
+
+@dataclass(frozen=True)
+class RealWorldConfig:
+    batch_size: int = 256
+    io_threads: int = 4  # threads per batch for probing videos and reading trajectories
+    frame_tolerance: int = 1  # largest allowed |video frames - poses|
+    actions: quantize_actions.QuantizeConfig = field(default_factory=quantize_actions.QuantizeConfig)
+    shards: shards.ShardConfig = field(default_factory=shards.ShardConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+
+
+def process_clip_batch(batch: pa.Table, config: RealWorldConfig) -> pa.Table:
+    """Stage composition for one batch; plain Python so a benchmark (or a notebook) can call it without Prefect."""
+    batch = probe_clips(batch, workers=config.io_threads)
+    batch = quantize_actions.quantize_table(batch, config.actions)
+    return check_frame_counts(batch, tolerance=config.frame_tolerance)
+
+
+@task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+def write_shard_task(rows: pa.Table, shards_dir: str, index: int, config: shards.ShardConfig, provenance: dict) -> int:
+    shards.write_shard_part(rows, Path(shards_dir), index, config, provenance)
+    return rows.num_rows
+
+
+def write_all_shards(manifest: pa.Table, shards_dir: Path, config: shards.ShardConfig, provenance: dict) -> pa.Table:
+    """One task per shard not yet complete; returns the merged index."""
+    ok_rows = manifest.filter(pc.equal(manifest["status"], OK))
+    groups = shards.plan_shards(ok_rows, config)
+    futures = [
+        write_shard_task.with_options(task_run_name=f"shard-{i:06d}").submit(
+            ok_rows.take(rows), str(shards_dir), i, config, provenance
+        )
+        for i, rows in enumerate(groups)
+        if not shards.shard_done(shards_dir, i, config)
+    ]
+    wait(futures)
+    for fut in futures:
+        fut.result()
+    return shards.merge_index(shards_dir)
+
+
+def attach_shards(manifest: pa.Table, index: pa.Table) -> pa.Table:
+    """Record each ok clip's shard in the manifest, so a clip can be found without scanning tars."""
+    lookup = dict(zip(index["clip_id"].to_pylist(), index["shard"].to_pylist()))
+    names = [lookup.get(c) if s == OK else None for c, s in zip(manifest["clip_id"].to_pylist(), manifest["status"].to_pylist())]
+    idx = manifest.schema.get_field_index("shard")
+    return manifest.set_column(idx, "shard", pa.array(names, pa.string()))
+
+
+def run_real_world(csv: str, videos: str, trajectories: str, output: str, config: RealWorldConfig) -> dict:
+    """The flow body; `real_world_flow` wraps it so Prefect records the run."""
+    started = time.perf_counter()
+    out = Path(output)
+    table = read_sekai_csv(csv, videos, trajectories)
+    settings = {k: v for k, v in to_dict(config).items() if k not in ("shards", "runner")}
+    clips_dir = out / "_work" / f"clips-{fingerprint(table, settings)}"
+    step = functools.partial(process_clip_batch, config=config)
+    manifest = conform(map_batches(step, table, clips_dir, config.batch_size, "clips"), CLIP_SCHEMA)
+
+    provenance = {
+        "pipeline": f"yume-data {__version__}",
+        "flow": "real-world",
+        "csv": str(Path(csv).resolve()),
+        "actions": to_dict(config.actions),
+    }
+    index = write_all_shards(manifest, out / "shards", config.shards, provenance)
+    manifest = attach_shards(manifest, index)
+    write_manifest(manifest, out / "manifest.parquet", {"yume_data": json.dumps(provenance)})
+    return report(manifest, out, title="real-world", seconds=time.perf_counter() - started)
+
+
+@flow(name="real-world", log_prints=True)
+def real_world_flow(csv: str, videos: str, trajectories: str, output: str, config: dict | None = None) -> dict:
+    return run_real_world(csv, videos, trajectories, output, from_dict(RealWorldConfig, config))
+
+
+def run_flow(csv: str, videos: str, trajectories: str, output: str, config: RealWorldConfig) -> dict:
+    """Run under the task runner the config names."""
+    runner = make_task_runner(config.runner)
+    return real_world_flow.with_options(task_runner=runner)(csv, videos, trajectories, output, to_dict(config))
