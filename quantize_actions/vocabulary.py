@@ -1,0 +1,95 @@
+"""Action labels -> the phrases a text encoder sees, loaded from versioned YAML files.
+
+The phrases are data, not code: Yume-1.0 and Yume-1.5 use different wordings for the same labels, and a model is
+tied to the exact strings it was trained on, so a dataset records which vocabulary version produced its prompts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+import yaml
+
+from quantize_actions.labels import KEY_LABELS, MOUSE_LABELS
+
+VOCABULARY_DIR = Path(__file__).with_name("vocabularies")
+STILL_KEYS, STILL_MOUSE = KEY_LABELS[0], MOUSE_LABELS[0]
+
+
+class VocabularyError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    version: str
+    prefix: str
+    keys: Mapping[str, str]
+    mouse: Mapping[str, str]
+    source: str
+
+    def phrase(self, keys: str, mouse: str, omit_still: bool = True) -> str:
+        """Prefix + key phrase + mouse phrase. With omit_still, a None key / · mouse contributes no phrase, as in
+        Yume's demo prompts, so "standing still" is expressed by absence rather than by words."""
+        for label, table, kind in ((keys, self.keys, "keys"), (mouse, self.mouse, "mouse")):
+            if label not in table:
+                raise VocabularyError(
+                    f"unknown {kind} label {label!r} for vocabulary {self.version}; known: {list(table)}"
+                )
+        parts = [self.prefix]
+        if not (omit_still and keys == STILL_KEYS):
+            parts.append(self.keys[keys])
+        if not (omit_still and mouse == STILL_MOUSE):
+            parts.append(self.mouse[mouse])
+        return " ".join(p for p in parts if p)
+
+
+def available_vocabularies() -> list[str]:
+    return sorted(p.stem for p in VOCABULARY_DIR.glob("*.yaml"))
+
+
+def _phrases(data: dict, field: str, labels: tuple[str, ...], source: str) -> Mapping[str, str]:
+    table = data.get(field)
+    if not isinstance(table, dict):
+        raise VocabularyError(f"{source}: '{field}' must map each label to a phrase, found {type(table).__name__}")
+    table = {str(k): v for k, v in table.items()}
+    missing = [label for label in labels if label not in table]
+    extra = [label for label in table if label not in labels]
+    empty = [k for k in labels if k in table and not (isinstance(table[k], str) and table[k].strip())]
+    if missing or extra or empty:
+        raise VocabularyError(
+            f"{source}: '{field}' must give a non-empty phrase for exactly the labels {list(labels)}; "
+            f"missing {missing}, unknown {extra}, empty {empty}"
+        )
+    return MappingProxyType({label: table[label].strip() for label in labels})
+
+
+def load_vocabulary(name_or_path: str | Path = "yume15") -> Vocabulary:
+    """A packaged vocabulary by name (see `available_vocabularies()`) or a YAML file by path."""
+    path = VOCABULARY_DIR / f"{name_or_path}.yaml"
+    if not (isinstance(name_or_path, str) and path.is_file()):
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise VocabularyError(
+                f"vocabulary {str(name_or_path)!r} is neither a packaged name {available_vocabularies()} nor a file"
+            )
+    source = str(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise VocabularyError(f"{source}: not valid UTF-8 YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise VocabularyError(f"{source}: expected a mapping with version, prefix, keys, mouse")
+    for field in ("version", "prefix"):
+        if not isinstance(data.get(field), str):
+            raise VocabularyError(f"{source}: '{field}' must be a string, found {data.get(field)!r}")
+    return Vocabulary(
+        version=data["version"],
+        prefix=data["prefix"].strip(),
+        keys=_phrases(data, "keys", KEY_LABELS, source),
+        mouse=_phrases(data, "mouse", MOUSE_LABELS, source),
+        source=source,
+    )
