@@ -64,12 +64,12 @@ def write_all_shards(manifest: pa.Table, shards_dir: Path, config: shards.ShardC
             ok_rows.take(rows), str(shards_dir), i, config, provenance
         )
         for i, rows in enumerate(groups)
-        if not shards.shard_done(shards_dir, i, config)
+        if not shards.shard_done(shards_dir, i, config, rows=ok_rows.take(rows), provenance=provenance)
     ]
     wait(futures)
     for fut in futures:
         fut.result()
-    return shards.merge_index(shards_dir)
+    return shards.merge_index(shards_dir, len(groups), config)
 
 
 def attach_shards(manifest: pa.Table, index: pa.Table) -> pa.Table:
@@ -102,7 +102,7 @@ def run_real_world(csv: str, videos: str, trajectories: str, output: str, config
     return report(manifest, out, title="real-world", seconds=time.perf_counter() - started)
 
 
-@flow(name="real-world", log_prints=True)
+@flow(name="real-world")
 def real_world_flow(csv: str, videos: str, trajectories: str, output: str, config: dict | None = None) -> dict:
     return run_real_world(csv, videos, trajectories, output, from_dict(RealWorldConfig, config))
 

@@ -30,6 +30,7 @@ def test_unknown_keys_are_refused_with_their_place():
 
 def test_merge_ignores_none_and_recurses():
     assert merge({"a": 1, "n": {"x": 1, "y": 2}}, {"a": None, "n": {"y": 3, "z": None}}) == {"a": 1, "n": {"x": 1, "y": 3}}
+    assert merge({}, {"n": {"z": None}, "m": {"k": {"j": 1}}}) == {"m": {"k": {"j": 1}}}
 
 
 def test_load_yaml_errors_are_clear(tmp_path):

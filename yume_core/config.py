@@ -60,8 +60,10 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict:
     for key, value in override.items():
         if value is None:
             continue
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(out[key], value)
+        if isinstance(value, Mapping):
+            nested = merge(out.get(key) or {}, value)
+            if nested:
+                out[key] = nested
         else:
             out[key] = value
     return out

@@ -1,0 +1,287 @@
+"""One manifest row -> one WebDataset sample: `<key>.mp4`, `<key>.json` and, with poses, `<key>.npy`.
+
+The json (UTF-8) holds everything a trainer or a person needs besides the pixels:
+
+    clip_id, source                 as in the manifest
+    fps, frames, width, height      of the mp4 member as stored (after transcoding, when asked)
+    captions    {"scene": Sekai's original caption, plus every `caption_*` / `prompt_*` column of the manifest}
+    actions     {"keys": [...], "mouse": [...]  one label per frame step of the pose timeline,
+                 "segments": [...], "chunks": [...]  {start_frame, end_frame (inclusive), keys, mouse, agreement},
+                 "frames": length of the pose timeline the labels and frame ranges index,
+                 "stride": ..., plus the quantizer's settings (thresholds, vocabulary, fps, ...) when the caller
+                 passes them as provenance["actions"]}
+    metrics     {speed, turn_deg, view_rotation_deg}
+    meta        {location, scene, crowd_density, weather, time_of_day, youtube_id, start_frame, end_frame}
+    provenance  {sources: {video, camera, csv_row}, pipeline_version, created, shards: the ShardConfig,
+                 config: the caller's provenance dict as given}
+
+Labels and segment ranges refer to the source's frame timeline (`actions.frames` frames at `actions.fps`), which
+is also the npy's first axis. When the mp4 is resampled (`ShardConfig.fps`), `frames`/`fps` describe the mp4 and
+differ from the timeline; without transcoding they are the source video's own.
+Missing lists are written as `[]` and missing numbers/strings as `null`, so every sample has the same fields
+(Hugging Face `datasets` infers one schema from the first samples). Non-finite floats become `null` (JSON has no NaN).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from shards.config import ShardConfig
+from shards.keys import sanitize_key
+from yume_core.errors import RowError
+
+CAPTION_PREFIXES = ("caption_", "prompt_")
+META_FIELDS = ("location", "scene", "crowd_density", "weather", "time_of_day", "youtube_id", "start_frame", "end_frame")
+METRIC_FIELDS = ("speed", "turn_deg", "view_rotation_deg")
+REQUIRED_JSON_FIELDS = (
+    "clip_id", "source", "fps", "frames", "width", "height", "captions", "actions", "metrics", "meta", "provenance",
+)
+# Manifest columns a sample is made of (plus every caption_*/prompt_* column): what a shard's fingerprint covers.
+SAMPLE_COLUMNS = (
+    "clip_id", "source", "csv_row", "video_path", "camera_path", "video_bytes", "video_fps", "video_frames",
+    "width", "height", "num_poses", "caption", "stride", "keys", "mouse", "segments", "chunks",
+    *META_FIELDS, *METRIC_FIELDS,
+)
+# actions.* entries that come from the row, never from provenance["actions"]
+_ROW_ACTION_FIELDS = ("keys", "mouse", "segments", "chunks", "frames")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _pipeline_version() -> str:
+    try:
+        from yume_core import __version__
+    except ImportError:  # pragma: no cover - yume_core always ships it
+        return "unknown"
+    return __version__
+
+
+def _finite(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _clean(obj):
+    """JSON-safe copy of a small nested value: non-finite floats -> None, tuples -> lists, numpy -> Python.
+
+    Used on the caller's provenance (once per shard), not per sample: per-sample values are built clean."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _clean(obj.item())
+    if isinstance(obj, float):
+        return _finite(obj)
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return str(obj)
+
+
+class SampleContext:
+    """What every sample of one write shares: config, the caller's provenance and the creation time.
+
+    Built once per shard, so per-sample work is the row's own bytes only.
+    """
+
+    def __init__(self, config: ShardConfig, provenance: Mapping[str, Any] | None = None, created: str | None = None):
+        self.config = config
+        self.provenance = _clean(dict(provenance or {}))
+        actions = self.provenance.get("actions")
+        self.action_settings = (
+            {k: v for k, v in actions.items() if k not in _ROW_ACTION_FIELDS} if isinstance(actions, dict) else {}
+        )
+        self.created = created or (provenance or {}).get("created") or now_iso()
+        self.version = _pipeline_version()
+        self.shard_settings = config.to_dict()
+
+
+# ------------------------------------------------------------------------------------------------ members
+
+
+def read_video_bytes(row: Mapping[str, Any]) -> bytes:
+    """The source mp4 exactly as stored; RowError if it is gone or changed size since it was probed."""
+    path = row.get("video_path")
+    if not path:
+        raise RowError("video_missing", f"clip {row.get('clip_id')!r} has no video_path; nothing to put in a shard.")
+    try:
+        with open(path, "rb") as f:  # one read() of the whole file: FileIO.readall sizes its buffer from fstat
+            data = f.read()
+    except FileNotFoundError:
+        raise RowError("video_missing", f"{path}: video file not found (moved or deleted since it was probed).") from None
+    except IsADirectoryError:
+        raise RowError("video_unreadable", f"{path}: is a directory, not a video file.") from None
+    expected = row.get("video_bytes")
+    if expected is not None and expected != len(data):
+        raise RowError(
+            "video_changed",
+            f"{path}: file has {len(data)} bytes but the manifest recorded {expected} when it was probed; "
+            "it was replaced or truncated since. Re-probe it (rerun the clips step) or restore the file.",
+        )
+    return data
+
+
+def transcode_video(row: Mapping[str, Any], config: ShardConfig) -> tuple[bytes, dict]:
+    """Re-encode the whole clip to config.fps / config.size; returns the bytes and the mp4's fps/frames/size."""
+    from yume_core.media import transcode  # imported lazily: PyAV is only needed when transcoding
+
+    src = row.get("video_path")
+    if not src:
+        raise RowError("video_missing", f"clip {row.get('clip_id')!r} has no video_path; nothing to transcode.")
+    with tempfile.TemporaryDirectory(prefix="yume-shard-") as tmp:
+        dst = Path(tmp) / "clip.mp4"
+        info = transcode(src, dst, fps=config.fps, size=config.size, codec=config.codec, crf=config.crf)
+        data = dst.read_bytes()
+    return data, {"fps": float(info.fps), "frames": int(info.frames), "width": int(info.width), "height": int(info.height)}
+
+
+def load_poses(path: str | None, clip_id: str | None = None) -> np.ndarray:
+    """Camera-to-world poses, float32 (T,4,4), from a Sekai `.npz` (key `extrinsic`) or a `.npy`."""
+    if not path:
+        raise RowError("poses_missing", f"clip {clip_id!r} has no camera_path.")
+    p = Path(path)
+    try:
+        if p.suffix.lower() == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                if "extrinsic" not in z.files:
+                    raise RowError("poses_invalid", f"{p}: no 'extrinsic' array (has {sorted(z.files)}); not a Sekai camera file.")
+                poses = z["extrinsic"]
+        else:
+            poses = np.load(p, allow_pickle=False)
+    except FileNotFoundError:
+        raise RowError("poses_missing", f"{p}: camera file not found (moved or deleted since actions were computed).") from None
+    except RowError:
+        raise
+    except (OSError, ValueError) as e:
+        raise RowError("poses_invalid", f"{p}: cannot read poses ({e}).") from None
+    if poses.ndim != 3 or poses.shape[1:] != (4, 4):
+        raise RowError("poses_invalid", f"{p}: poses have shape {poses.shape}, expected (T, 4, 4).")
+    return np.ascontiguousarray(poses, dtype=np.float32)
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------ json
+
+
+def caption_columns(names) -> list[str]:
+    return [n for n in names if n.startswith(CAPTION_PREFIXES)]
+
+
+def _segments(items) -> list[dict]:
+    return [{k: _finite(v) for k, v in s.items()} for s in items or []]
+
+
+def sample_json(
+    row: Mapping[str, Any],
+    ctx: SampleContext,
+    video: Mapping[str, Any] | None = None,
+    timeline_frames: int | None = None,
+) -> dict:
+    """The json record of a row (see the module docstring). `video` overrides fps/frames/size (after transcoding)."""
+    video = video or {}
+    captions = {"scene": row.get("caption")}
+    for name in caption_columns(row.keys()):
+        captions[name] = row.get(name)
+    if timeline_frames is None:
+        timeline_frames = row.get("num_poses") if row.get("num_poses") is not None else row.get("video_frames")
+    stride = row.get("stride") if row.get("stride") is not None else ctx.action_settings.get("stride")
+    actions = dict(ctx.action_settings)
+    actions.update(
+        keys=list(row.get("keys") or []),
+        mouse=list(row.get("mouse") or []),
+        segments=_segments(row.get("segments")),
+        chunks=_segments(row.get("chunks")),
+        frames=timeline_frames,
+        stride=stride,
+    )
+    return {
+        "clip_id": row.get("clip_id"),
+        "source": row.get("source"),
+        "fps": _finite(video.get("fps", row.get("video_fps"))),
+        "frames": video.get("frames", row.get("video_frames")),
+        "width": video.get("width", row.get("width")),
+        "height": video.get("height", row.get("height")),
+        "captions": captions,
+        "actions": actions,
+        "metrics": {k: _finite(row.get(k)) for k in METRIC_FIELDS},
+        "meta": {k: row.get(k) for k in META_FIELDS},
+        "provenance": {
+            "sources": {"video": row.get("video_path"), "camera": row.get("camera_path"), "csv_row": row.get("csv_row")},
+            "pipeline_version": ctx.version,
+            "created": ctx.created,
+            "shards": ctx.shard_settings,
+            "config": ctx.provenance,
+        },
+    }
+
+
+def encode_json(record: dict) -> bytes:
+    """Compact UTF-8 JSON. `record` must already be clean (sample_json's is); label lists go to the C encoder as
+    they are, which matters for 60 s clips with 1,800 labels per list."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False,
+                      default=_json_default).encode("utf-8")
+
+
+# ------------------------------------------------------------------------------------------------ sample
+
+
+def make_sample(row: Mapping[str, Any], ctx: SampleContext, key: str | None = None, mp4=None) -> dict:
+    """The sample of `row`; `mp4`: the source bytes already read (any bytes-like; the shard writer passes a view
+    of a reused buffer), else they are read (or transcoded) here."""
+    config = ctx.config
+    key = key or sanitize_key(row.get("clip_id"))
+    video = None
+    if config.transcodes:
+        mp4, video = transcode_video(row, config)
+    elif mp4 is None:
+        mp4 = read_video_bytes(row)
+    sample = {"__key__": key, "mp4": mp4}
+    timeline = None
+    if config.include_poses and row.get("camera_path"):
+        poses = load_poses(row.get("camera_path"), row.get("clip_id"))
+        sample["npy"] = npy_bytes(poses)
+        timeline = len(poses)
+    sample["json"] = encode_json(sample_json(row, ctx, video, timeline))
+    return sample
+
+
+def build_sample(row: Mapping[str, Any], config: ShardConfig | None = None, provenance: Mapping | None = None) -> dict:
+    """A WebDataset sample dict for one manifest row: `__key__` plus `mp4`, `json` and (with poses) `npy` bytes.
+
+    Raises RowError (video_missing, video_changed, poses_missing, poses_invalid, or media's errors when
+    transcoding) for inputs that cannot become a sample.
+    """
+    return make_sample(row, SampleContext(config or ShardConfig(), provenance))
+
+
+def member_records(sample: Mapping[str, Any]) -> list[dict]:
+    """(ext, bytes, sha256) per member, in the order TarWriter writes them (sorted by extension)."""
+    out = []
+    for ext in sorted(k for k in sample if not k.startswith("_")):
+        data = sample[ext]
+        size = data.nbytes if isinstance(data, memoryview) else len(data)
+        out.append({"ext": ext, "bytes": size, "sha256": hashlib.sha256(data).hexdigest()})
+    return out

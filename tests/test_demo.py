@@ -1,0 +1,30 @@
+"""`yume-data demo` end to end, as the README runs it (smaller sample to keep the suite fast)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from yume_core.manifest import read_manifest
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_runs_offline_and_reports_its_outputs(tmp_path):
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect-home"), HF_HUB_OFFLINE="1")
+    env.pop("PREFECT_API_URL", None)
+    out = tmp_path / "demo"
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "demo", "--output", str(out), "--clips", "3", "--frames", "90"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    for name in ("manifest", "shards", "actions_histogram", "yume_layout"):
+        assert f"{name}:" in done.stdout
+    summary = json.loads((out / "real-world" / "summary.json").read_text())
+    assert summary["ok"] == 3 and summary["in"] == 6
+    manifest = read_manifest(out / "real-world" / "manifest.parquet")
+    assert sorted(set(manifest["status"].to_pylist())) == ["dropped", "failed", "ok"]
+    assert list((out / "yume-layout").glob("Keys_*_Mouse_*/*_frames_*-*.mp4"))

@@ -1,0 +1,132 @@
+"""The flow as users run it: the `yume-data` command in its own process, killed and resumed, and reporting to a
+real Prefect server started by the test."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import shards
+from yume_core.manifest import read_manifest
+from yume_core.sample_data import make_sekai_sample
+
+pytestmark = pytest.mark.slow
+
+
+def _env(tmp_path: Path, **extra) -> dict:
+    env = dict(os.environ)
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect-home"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="WARNING",
+    )
+    env.pop("PREFECT_API_URL", None)
+    env.update(extra)
+    return env
+
+
+def _cli(*args) -> list[str]:
+    return [sys.executable, "-m", "pipelines.cli", *map(str, args)]
+
+
+def _real_world_args(sample, out, *extra):
+    return _cli(
+        "real-world", "--csv", sample.csv_path, "--videos", sample.videos_dir, "--trajectories", sample.cameras_dir,
+        "--output", out, *extra,
+    )
+
+
+def test_a_killed_run_resumes_without_redoing_finished_batches(tmp_path):
+    sample = make_sekai_sample(tmp_path / "in", n_clips=40, n_frames=60, size=(64, 36), faults=("video_missing",))
+    out = tmp_path / "out"
+    args = _real_world_args(sample, out, "--batch-size", 1, "--workers", 1, "--shard-max-count", 8)
+    proc = subprocess.Popen(args, env=_env(tmp_path), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    parts: list[Path] = []
+    while time.time() < deadline and proc.poll() is None:
+        parts = list((out / "_work").rglob("part-*.parquet"))
+        if len(parts) >= 3:
+            break
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)  # the flow and anything it started
+    proc.wait()
+    parts = sorted((out / "_work").rglob("part-*.parquet"))
+    assert 3 <= len(parts) < 41, f"kill landed outside the run ({len(parts)} parts)"
+    assert not (out / "manifest.parquet").exists()
+    kept = {p: p.stat().st_mtime_ns for p in parts}
+
+    done = subprocess.run(args, env=_env(tmp_path), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in parts} == kept  # finished batches were not redone
+    manifest = read_manifest(out / "manifest.parquet")
+    assert manifest.num_rows == 41
+    assert manifest["status"].to_pylist().count("ok") == 40
+    assert shards.verify_shards(out / "shards").ok
+    assert sum(1 for _ in (out / "shards").glob("*.tar")) == 5
+    assert not list(out.rglob(".tmp-*"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, body: dict | None = None):
+    req = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json"}, method="POST" if body is not None else "GET")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.fixture
+def prefect_server(tmp_path):
+    port = _free_port()
+    env = _env(tmp_path)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                _get(f"{api}/health")
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise RuntimeError("prefect server did not come up")
+                time.sleep(0.5)
+        yield api
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_flow_with_worker_processes_reports_to_a_prefect_server(tmp_path, prefect_server):
+    sample = make_sekai_sample(tmp_path / "in", n_clips=4, n_frames=60, size=(64, 36), faults=("duplicate",))
+    out = tmp_path / "out"
+    args = _real_world_args(sample, out, "--batch-size", 2, "--workers", 2, "--task-runner", "processes")
+    done = subprocess.run(args, env=_env(tmp_path, PREFECT_API_URL=prefect_server), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "dropped 1" in done.stdout
+
+    runs = _get(f"{prefect_server}/flow_runs/filter", {})
+    assert [r["state_type"] for r in runs] == ["COMPLETED"]
+    tasks = _get(f"{prefect_server}/task_runs/filter", {})
+    names = sorted(t["name"] for t in tasks)
+    assert names.count("clips-00000") == 1 and sum(n.startswith("clips-") for n in names) == 3
+    assert all(t["state_type"] == "COMPLETED" for t in tasks)
+    artifacts = _get(f"{prefect_server}/artifacts/filter", {})
+    summary = [a for a in artifacts if a["key"] == "real-world-summary"]
+    assert summary and "dropped" in summary[0]["description"]

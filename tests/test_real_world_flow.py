@@ -1,0 +1,127 @@
+"""The real-world flow end to end on generated Sekai data, in Prefect's embedded mode."""
+
+import json
+
+import pyarrow.compute as pc
+import pytest
+import webdataset as wds
+
+import shards
+from pipelines.real_world import RealWorldConfig, run_flow
+from pipelines.runners import RunnerConfig
+from yume_core.config import from_dict
+from yume_core.manifest import read_manifest
+from yume_core.sample_data import make_sekai_sample
+
+ALL_FAULTS = (
+    "video_missing",
+    "camera_missing",
+    "video_truncated",
+    "video_unreadable",
+    "poses_nonfinite",
+    "camera_unreadable",
+    "frame_mismatch",
+    "duplicate",
+)
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    return make_sekai_sample(
+        tmp_path_factory.mktemp("sekai"), n_clips=5, n_frames=80, size=(64, 36), faults=ALL_FAULTS
+    )
+
+
+def _config(**shard_kw) -> RealWorldConfig:
+    return from_dict(
+        RealWorldConfig,
+        {"batch_size": 3, "runner": {"kind": "threads", "workers": 2}, "shards": {"max_count": 2, **shard_kw}},
+    )
+
+
+def _run(sample, out, cfg=None):
+    return run_flow(str(sample.csv_path), str(sample.videos_dir), str(sample.cameras_dir), str(out), cfg or _config())
+
+
+@pytest.fixture(scope="module")
+def first_run(sample, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    return out, _run(sample, out)
+
+
+def test_every_csv_row_ends_with_the_expected_status_and_reason(sample, first_run):
+    out, summary = first_run
+    manifest = read_manifest(out / "manifest.parquet")
+    csv_rows = sample.csv_path.read_text().strip().count("\n")
+    assert manifest.num_rows == csv_rows == summary["in"]
+    assert manifest["csv_row"].to_pylist() == list(range(csv_rows))
+    got = list(zip(manifest["status"].to_pylist(), manifest["reason"].to_pylist()))
+    want = [(e.status, e.reason) if e else ("ok", None) for e in sample.expected]
+    assert got == want
+    assert summary["ok"] == 5 and summary["failed"] + summary["dropped"] == len(ALL_FAULTS)
+    for row in manifest.filter(pc.not_equal(manifest["status"], "ok")).to_pylist():
+        assert row["error"] and len(row["error"]) > 20, row  # a sentence a person can act on
+        assert row["shard"] is None
+
+
+def test_good_rows_carry_actions_and_land_in_shards(first_run):
+    out, _ = first_run
+    manifest = read_manifest(out / "manifest.parquet")
+    ok = manifest.filter(pc.equal(manifest["status"], "ok")).to_pylist()
+    for row in ok:
+        assert len(row["keys"]) == len(row["mouse"]) == row["num_poses"] - 1
+        assert abs(row["video_frames"] - row["num_poses"]) <= 1
+        assert row["shard"] and (out / "shards" / row["shard"]).exists()
+    tars = sorted(str(p) for p in (out / "shards").glob("*.tar"))
+    assert len(tars) == 3  # 5 clips, 2 per shard
+    samples = list(wds.WebDataset(tars, shardshuffle=False).decode())
+    assert sorted(s["__key__"] for s in samples) == sorted(r["clip_id"] for r in ok)
+    by_key = {s["__key__"]: s for s in samples}
+    for row in ok:
+        meta = by_key[row["clip_id"]]["json"]
+        assert meta["actions"]["keys"] == row["keys"] and meta["actions"]["mouse"] == row["mouse"]
+        assert by_key[row["clip_id"]]["npy"].shape == (row["num_poses"], 4, 4)
+    assert shards.verify_shards(out / "shards", decode=True).ok
+
+
+def test_summary_histogram_and_artifacts_are_written(first_run):
+    out, summary = first_run
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["in"] == summary["in"] and saved["by_reason"] == summary["by_reason"]
+    assert {r["reason"] for r in saved["by_reason"]} >= {"video_truncated", "duplicate_video", "frame_count_mismatch"}
+    manifest = read_manifest(out / "manifest.parquet")
+    ok_keys = manifest.filter(pc.equal(manifest["status"], "ok"))["keys"].to_pylist()
+    assert sum(saved["actions"]["keys"].values()) == sum(len(k) for k in ok_keys) > 0
+    assert (out / "actions_histogram.png").stat().st_size > 1000
+
+
+def test_a_rerun_skips_finished_batches_and_shards(sample, first_run):
+    out, summary = first_run
+    done = sorted((out / "_work").rglob("part-*.parquet")) + sorted((out / "shards").glob("*.tar"))
+    before = {p: p.stat().st_mtime_ns for p in done}
+    again = _run(sample, out)
+    assert {p: p.stat().st_mtime_ns for p in done} == before
+    assert again["in"] == summary["in"] and again["ok"] == summary["ok"]
+
+
+def test_other_settings_do_not_reuse_stale_parts(sample, first_run, tmp_path):
+    out, _ = first_run
+    cfg = from_dict(
+        RealWorldConfig,
+        {"batch_size": 3, "actions": {"stride": 2}, "runner": {"kind": "threads", "workers": 2}, "shards": {"max_count": 2}},
+    )
+    _run(sample, out, cfg)
+    manifest = read_manifest(out / "manifest.parquet")
+    ok = manifest.filter(pc.equal(manifest["status"], "ok")).to_pylist()
+    assert all(len(r["keys"]) == (r["num_poses"] - 1) // 2 for r in ok)
+    assert len(list((out / "_work").glob("clips-*"))) == 2
+    assert shards.verify_shards(out / "shards").ok
+    samples = list(wds.WebDataset(sorted(str(p) for p in (out / "shards").glob("*.tar")), shardshuffle=False).decode())
+    assert all(s["json"]["actions"]["stride"] == 2 for s in samples)
+
+
+def test_runner_config_rejects_unknown_kinds():
+    from pipelines.runners import make_task_runner
+
+    with pytest.raises(ValueError, match="threads, processes or ray"):
+        make_task_runner(RunnerConfig(kind="slurm"))
