@@ -28,7 +28,7 @@ from pipelines.reporting import report
 from pipelines.runners import RunnerConfig, make_task_runner
 from yume_core import __version__
 from yume_core.config import from_dict, to_dict
-from yume_core.manifest import CLIP_SCHEMA, OK, conform, write_manifest
+from yume_core.manifest import CLIP_SCHEMA, OK, conform, mark_each, write_manifest
 from yume_core.sekai import check_frame_counts, probe_clips, read_sekai_csv
 
 
@@ -73,11 +73,13 @@ def write_all_shards(manifest: pa.Table, shards_dir: Path, config: shards.ShardC
 
 
 def attach_shards(manifest: pa.Table, index: pa.Table) -> pa.Table:
-    """Record each ok clip's shard in the manifest, so a clip can be found without scanning tars."""
-    lookup = dict(zip(index["clip_id"].to_pylist(), index["shard"].to_pylist()))
-    names = [lookup.get(c) if s == OK else None for c, s in zip(manifest["clip_id"].to_pylist(), manifest["status"].to_pylist())]
+    """Record each clip's shard in the manifest; a clip whose sample could not be written fails with the reason."""
+    by_clip = {r["clip_id"]: r for r in index.select(["clip_id", "shard", "status", "reason", "error"]).to_pylist()}
+    rows = [by_clip.get(c) if s == OK else None for c, s in zip(manifest["clip_id"].to_pylist(), manifest["status"].to_pylist())]
     idx = manifest.schema.get_field_index("shard")
-    return manifest.set_column(idx, "shard", pa.array(names, pa.string()))
+    manifest = manifest.set_column(idx, "shard", pa.array([r and r["shard"] for r in rows], pa.string()))
+    failed = [r if r and r["status"] != OK else None for r in rows]
+    return mark_each(manifest, [r and r["reason"] for r in failed], [r and r["error"] for r in failed])
 
 
 def run_real_world(csv: str, videos: str, trajectories: str, output: str, config: RealWorldConfig) -> dict:

@@ -125,3 +125,23 @@ def test_runner_config_rejects_unknown_kinds():
 
     with pytest.raises(ValueError, match="threads, processes or ray"):
         make_task_runner(RunnerConfig(kind="slurm"))
+
+
+def test_a_clip_that_fails_while_its_shard_is_written_fails_in_the_manifest():
+    import pyarrow as pa
+
+    from pipelines.real_world import attach_shards
+    from yume_core.manifest import CLIP_SCHEMA, conform
+
+    manifest = conform(
+        pa.table({"clip_id": ["a", "b", "c"], "status": ["ok", "ok", "dropped"], "reason": [None, None, "duplicate_video"],
+                  "error": [None, None, "same videoFile as CSV row 0"]}),
+        CLIP_SCHEMA,
+    )
+    index = pa.table({"clip_id": ["a", "b"], "shard": ["shard-000000.tar", None], "status": ["ok", "failed"],
+                      "reason": [None, "video_missing"], "error": [None, "video b.mp4 vanished after probing"]})
+    out = attach_shards(manifest, index)
+    assert out["shard"].to_pylist() == ["shard-000000.tar", None, None]
+    assert out["status"].to_pylist() == ["ok", "failed", "dropped"]
+    assert out["reason"].to_pylist() == [None, "video_missing", "duplicate_video"]
+    assert out["error"][1].as_py() == "video b.mp4 vanished after probing"

@@ -129,6 +129,14 @@ def mark(table: pa.Table, mask: pa.Array, status: str, reason: str, error: pa.Ar
     return out
 
 
+def mark_each(table: pa.Table, reasons: list, messages: list, status: str = FAILED) -> pa.Table:
+    """Per-row verdicts: row i gets `status` with reasons[i] and messages[i] where reasons[i] is set."""
+    msgs = pa.array(messages, pa.string())
+    for reason in sorted({r for r in reasons if r}):
+        table = mark(table, pa.array([r == reason for r in reasons]), status, reason, msgs)
+    return table
+
+
 def summarize(tables: Iterable[pa.Table] | pa.Table) -> dict:
     """Counts in / ok / dropped / failed, and dropped and failed by reason."""
     if isinstance(tables, pa.Table):

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from yume_core.errors import RowError
-from yume_core.manifest import CLIP_SCHEMA, DROPPED, FAILED, OK, conform, mark
+from yume_core.manifest import CLIP_SCHEMA, DROPPED, FAILED, OK, conform, mark, mark_each
 
 # CSV header -> manifest column
 CSV_COLUMNS = {
@@ -174,14 +174,7 @@ def probe_clips(table: pa.Table, workers: int = 4) -> pa.Table:
     for name, values in cols.items():
         idx = table.schema.get_field_index(name)
         table = table.set_column(idx, name, pa.array(values, table.schema.field(name).type))
-    return _mark_by_reason(table, fail_reason, fail_msg)
-
-
-def _mark_by_reason(table: pa.Table, reasons: list, messages: list) -> pa.Table:
-    msgs = pa.array(messages, pa.string())
-    for reason in sorted({r for r in reasons if r}):
-        table = mark(table, pa.array([r == reason for r in reasons]), FAILED, reason, msgs)
-    return table
+    return mark_each(table, fail_reason, fail_msg)
 
 
 def check_frame_counts(table: pa.Table, tolerance: int = 1) -> pa.Table:
