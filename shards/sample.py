@@ -28,10 +28,11 @@ import hashlib
 import io
 import json
 import math
+import os
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Mapping
 
 import numpy as np
 
@@ -47,7 +48,8 @@ REQUIRED_JSON_FIELDS = (
 )
 # Manifest columns a sample is made of (plus every caption_*/prompt_* column): what a shard's fingerprint covers.
 SAMPLE_COLUMNS = (
-    "clip_id", "source", "csv_row", "video_path", "camera_path", "video_bytes", "video_fps", "video_frames",
+    "clip_id", "source", "csv_row", "video_path", "camera_path", "video_bytes", "video_mtime_ns", "video_sha256",
+    "video_fps", "video_frames",
     "width", "height", "num_poses", "caption", "stride", "keys", "mouse", "segments", "chunks",
     *META_FIELDS, *METRIC_FIELDS,
 )
@@ -117,26 +119,39 @@ class SampleContext:
 # ------------------------------------------------------------------------------------------------ members
 
 
-def read_video_bytes(row: Mapping[str, Any]) -> bytes:
-    """The source mp4 exactly as stored; RowError if it is gone or changed size since it was probed."""
+def open_video(row: Mapping[str, Any]) -> tuple[BinaryIO, int, str | None]:
+    """Open the row's source mp4 unbuffered: (file, size, sha256 recorded at probe time if still valid).
+
+    RowError if the file is gone or its size differs from the probe's. The recorded digest is returned only when
+    size and mtime both match the probe's, i.e. the bytes are the ones that were hashed.
+    """
     path = row.get("video_path")
     if not path:
         raise RowError("video_missing", f"clip {row.get('clip_id')!r} has no video_path; nothing to put in a shard.")
     try:
-        with open(path, "rb") as f:  # one read() of the whole file: FileIO.readall sizes its buffer from fstat
-            data = f.read()
+        f = open(path, "rb", buffering=0)
     except FileNotFoundError:
         raise RowError("video_missing", f"{path}: video file not found (moved or deleted since it was probed).") from None
     except IsADirectoryError:
         raise RowError("video_unreadable", f"{path}: is a directory, not a video file.") from None
+    stat = os.fstat(f.fileno())
     expected = row.get("video_bytes")
-    if expected is not None and expected != len(data):
+    if expected is not None and expected != stat.st_size:
+        f.close()
         raise RowError(
             "video_changed",
-            f"{path}: file has {len(data)} bytes but the manifest recorded {expected} when it was probed; "
+            f"{path}: file has {stat.st_size} bytes but the manifest recorded {expected} when it was probed; "
             "it was replaced or truncated since. Re-probe it (rerun the clips step) or restore the file.",
         )
-    return data
+    unchanged = expected is not None and row.get("video_mtime_ns") == stat.st_mtime_ns
+    return f, stat.st_size, row.get("video_sha256") if unchanged else None
+
+
+def read_video_bytes(row: Mapping[str, Any]) -> bytes:
+    """The source mp4 exactly as stored; RowError if it is gone or changed size since it was probed."""
+    f, _, _ = open_video(row)
+    with f:
+        return f.readall()
 
 
 def transcode_video(row: Mapping[str, Any], config: ShardConfig) -> tuple[bytes, dict]:
@@ -277,11 +292,16 @@ def build_sample(row: Mapping[str, Any], config: ShardConfig | None = None, prov
     return make_sample(row, SampleContext(config or ShardConfig(), provenance))
 
 
-def member_records(sample: Mapping[str, Any]) -> list[dict]:
-    """(ext, bytes, sha256) per member, in the order TarWriter writes them (sorted by extension)."""
+def member_records(sample: Mapping[str, Any], known: Mapping[str, str] | None = None) -> list[dict]:
+    """(ext, bytes, sha256) per member, in the order TarWriter writes them (sorted by extension).
+
+    `known`: digests already computed for these exact bytes (the mp4's, from probing), so they are not hashed twice.
+    """
+    known = known or {}
     out = []
     for ext in sorted(k for k in sample if not k.startswith("_")):
         data = sample[ext]
         size = data.nbytes if isinstance(data, memoryview) else len(data)
-        out.append({"ext": ext, "bytes": size, "sha256": hashlib.sha256(data).hexdigest()})
+        digest = known.get(ext) or hashlib.sha256(data).hexdigest()
+        out.append({"ext": ext, "bytes": size, "sha256": digest})
     return out

@@ -44,7 +44,7 @@ from webdataset import TarWriter
 from shards.config import ShardConfig
 from shards.keys import sample_keys
 from shards.plan import estimate_sample_bytes, ok_positions, plan_shards, shard_name
-from shards.sample import CAPTION_PREFIXES, SAMPLE_COLUMNS, SampleContext, make_sample, member_records, now_iso
+from shards.sample import CAPTION_PREFIXES, SAMPLE_COLUMNS, SampleContext, make_sample, member_records, now_iso, open_video
 from yume_core.errors import RowError
 from yume_core.manifest import FAILED, OK
 from yume_core.storage import TMP_MARK, atomic_path
@@ -148,26 +148,12 @@ class _BufferPool:
                 self.free.append(buf)
 
 
-def _read_into(pool: _BufferPool, row: Mapping[str, Any]) -> tuple[bytearray, memoryview]:
-    """Read the row's mp4 into a pooled buffer; same checks and errors as sample.read_video_bytes."""
-    path = row.get("video_path")
-    if not path:
-        raise RowError("video_missing", f"clip {row.get('clip_id')!r} has no video_path; nothing to put in a shard.")
-    try:
-        f = open(path, "rb", buffering=0)
-    except FileNotFoundError:
-        raise RowError("video_missing", f"{path}: video file not found (moved or deleted since it was probed).") from None
-    except IsADirectoryError:
-        raise RowError("video_unreadable", f"{path}: is a directory, not a video file.") from None
+def _read_into(pool: _BufferPool, row: Mapping[str, Any]) -> tuple[bytearray, memoryview, str | None]:
+    """Read the row's mp4 into a pooled buffer; same checks and errors as sample.read_video_bytes.
+
+    Also returns the sha256 recorded at probe time when the file is provably the one that was hashed."""
+    f, size, digest = open_video(row)
     with f:
-        size = os.fstat(f.fileno()).st_size
-        expected = row.get("video_bytes")
-        if expected is not None and expected != size:
-            raise RowError(
-                "video_changed",
-                f"{path}: file has {size} bytes but the manifest recorded {expected} when it was probed; "
-                "it was replaced or truncated since. Re-probe it (rerun the clips step) or restore the file.",
-            )
         buf = pool.get(size)
         view = memoryview(buf)[:size]
         got = 0
@@ -175,19 +161,20 @@ def _read_into(pool: _BufferPool, row: Mapping[str, Any]) -> tuple[bytearray, me
             n = f.readinto(view[got:])
             if not n:
                 pool.put(buf)
-                raise RowError("video_changed", f"{path}: file shrank to {got} bytes while being read.")
+                raise RowError("video_changed", f"{row.get('video_path')}: file shrank to {got} bytes while being read.")
             got += n
-    return buf, view
+    return buf, view, digest
 
 
 def _job(row: Mapping[str, Any], key: str, ctx: SampleContext, pool: _BufferPool):
     buf = None
     try:
-        view = None
+        view, known = None, None
         if not ctx.config.transcodes:
-            buf, view = _read_into(pool, row)
+            buf, view, digest = _read_into(pool, row)
+            known = {"mp4": digest} if digest else None
         sample = make_sample(row, ctx, key, mp4=view)
-        return sample, member_records(sample), None, buf
+        return sample, member_records(sample, known), None, buf
     except RowError as e:
         if buf is not None:
             pool.put(buf)

@@ -1,5 +1,6 @@
 """The real-world flow end to end on generated Sekai data, in Prefect's embedded mode."""
 
+import hashlib
 import json
 
 import pyarrow.compute as pc
@@ -72,6 +73,7 @@ def test_good_rows_carry_actions_and_land_in_shards(first_run):
         assert len(row["keys"]) == len(row["mouse"]) == row["num_poses"] - 1
         assert abs(row["video_frames"] - row["num_poses"]) <= 1
         assert row["shard"] and (out / "shards" / row["shard"]).exists()
+        assert row["video_sha256"] == hashlib.sha256(open(row["video_path"], "rb").read()).hexdigest()
     tars = sorted(str(p) for p in (out / "shards").glob("*.tar"))
     assert len(tars) == 3  # 5 clips, 2 per shard
     samples = list(wds.WebDataset(tars, shardshuffle=False).decode())

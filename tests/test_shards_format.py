@@ -196,3 +196,31 @@ def test_index_sha256_matches_sources(manifest, written):
         assert members["mp4"]["sha256"] == hashlib.sha256(src).hexdigest()
         assert members["mp4"]["bytes"] == len(src)
         assert entry["member_bytes"] == sum(m["bytes"] for m in entry["members"])
+
+
+def _with_probe_digest(t: pa.Table, digest_of) -> pa.Table:
+    """The columns the clip stage's probe records: size, mtime and sha256 of each video."""
+    paths = t["video_path"].to_pylist()
+    stats = [os.stat(p) for p in paths]
+    t = t.set_column(t.schema.get_field_index("video_bytes"), "video_bytes", pa.array([s.st_size for s in stats], pa.int64()))
+    t = t.set_column(t.schema.get_field_index("video_mtime_ns"), "video_mtime_ns",
+                     pa.array([s.st_mtime_ns for s in stats], pa.int64()))
+    return t.set_column(t.schema.get_field_index("video_sha256"), "video_sha256", pa.array([digest_of(p) for p in paths]))
+
+
+def test_probe_digest_is_reused_only_for_an_unchanged_file(tmp_path):
+    t = make_manifest(tmp_path / "in", n_ok=2, bad_rows=False, extra_captions=False)
+    # a recorded digest that is not the file's: reused as is while size and mtime match the probe's ...
+    t = _with_probe_digest(t, lambda p: "0" * 64)
+    index = write_shards(t, tmp_path / "out", ShardConfig())
+    assert [m["sha256"] for r in index.to_pylist() for m in r["members"] if m["ext"] == "mp4"] == ["0" * 64] * 2
+    # ... so `shards verify`, which always re-hashes, catches a stale manifest
+    assert not shards.verify_shards(tmp_path / "out").ok
+
+    # touched since probing (same size, new mtime): hashed again from the bytes
+    first = t["video_path"][0].as_py()
+    os.utime(first, ns=(0, t["video_mtime_ns"][0].as_py() + 10**9))
+    index = write_shards(t, tmp_path / "out2", ShardConfig())
+    mp4 = {r["clip_id"]: m["sha256"] for r in index.to_pylist() for m in r["members"] if m["ext"] == "mp4"}
+    assert mp4[t["clip_id"][0].as_py()] == hashlib.sha256(Path(first).read_bytes()).hexdigest()
+    assert mp4[t["clip_id"][1].as_py()] == "0" * 64

@@ -55,6 +55,8 @@ CLIP_SCHEMA = pa.schema(
         ("video_path", pa.string()),
         ("camera_path", pa.string()),
         ("video_bytes", pa.int64()),
+        ("video_mtime_ns", pa.int64()),  # with video_bytes: tells later steps whether the file changed
+        ("video_sha256", pa.string()),  # hashed once while probing; shards reuse it for an unchanged file
         ("video_codec", pa.string()),
         ("video_fps", pa.float64()),
         ("video_frames", pa.int64()),

@@ -8,6 +8,7 @@ YouTube ids contain `_` and `-` and may start with `_`, hence `rsplit("_", 2)`.
 from __future__ import annotations
 
 import csv
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pyarrow.compute as pc
 
 from yume_core.errors import RowError
 from yume_core.manifest import CLIP_SCHEMA, DROPPED, FAILED, OK, conform, mark, mark_each
+from yume_core.storage import file_sha256
 
 # CSV header -> manifest column
 CSV_COLUMNS = {
@@ -140,9 +142,11 @@ def _drop_duplicates(table: pa.Table) -> pa.Table:
 
 
 def probe_clips(table: pa.Table, workers: int = 4) -> pa.Table:
-    """Attach each ok row's video facts (frames, fps, size, codec, bytes); unreadable videos fail with a reason.
+    """Attach each ok row's video facts (frames, fps, size, codec, bytes, sha256); unreadable videos fail with a reason.
 
-    Threads, because probing is demuxing in C and file I/O, both of which release the GIL.
+    The content hash is taken here, right after the demuxer has pulled the file into the page cache, so that it is
+    computed once per clip; the shard writer reuses it when size and mtime show the file is unchanged.
+    Threads, because demuxing, file reads and hashing run in C and release the GIL.
     """
     from yume_core.media import probe_video  # PyAV is heavy to import; only batches that probe pay for it
 
@@ -152,19 +156,25 @@ def probe_clips(table: pa.Table, workers: int = 4) -> pa.Table:
 
     def probe(i):
         try:
-            return probe_video(paths[i])
+            info = probe_video(paths[i])
+            stat = os.stat(paths[i])
+            return info, stat.st_mtime_ns, file_sha256(paths[i])
         except RowError as exc:
             return exc
+        except OSError as exc:  # vanished or unreadable between demuxing and hashing
+            return RowError("video_unreadable", f"{paths[i]}: cannot read the file ({exc.strerror}); check it exists and is readable")
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         results = list(pool.map(probe, todo))
     n = table.num_rows
-    cols = {k: [None] * n for k in ("video_bytes", "video_codec", "video_fps", "video_frames", "width", "height")}
+    names = ("video_bytes", "video_mtime_ns", "video_sha256", "video_codec", "video_fps", "video_frames", "width", "height")
+    cols = {k: [None] * n for k in names}
     fail_reason, fail_msg = [None] * n, [None] * n
     for i, res in zip(todo, results):
         if isinstance(res, RowError):
             fail_reason[i], fail_msg[i] = res.reason, res.message
             continue
+        res, cols["video_mtime_ns"][i], cols["video_sha256"][i] = res
         cols["video_bytes"][i] = res.bytes
         cols["video_codec"][i] = res.codec
         cols["video_fps"][i] = res.fps

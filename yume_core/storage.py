@@ -6,6 +6,7 @@ which is what lets a rerun skip whatever already exists.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from contextlib import contextmanager
@@ -41,3 +42,14 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def is_temp(path: str | Path) -> bool:
     return Path(path).name.startswith(TMP_MARK)
+
+
+def file_sha256(path: str | Path, chunk: int = 8 << 20) -> str:
+    """Hex sha256 of a file, read in large chunks into one reused buffer (hashlib releases the GIL on them)."""
+    h = hashlib.sha256()
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
