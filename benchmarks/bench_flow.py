@@ -2,8 +2,9 @@
 
     python benchmarks/bench_flow.py [--clips 2000] [--frames 34] [--workdir DIR]
 
-Both paths do the same work (probe, quantize, frame check, one part per batch, shards, manifest); the flow adds
-Prefect's task orchestration, state tracking and reporting. Prefect's temporary server starts once before timing
+Both paths do the same work and write the same outputs (probe, quantize, frame check, one part per batch, shards,
+manifest, summary and action histogram); the flow adds Prefect's task orchestration, state tracking, resume checks
+and its summary artifact. Prefect's temporary server starts once before timing
 (a warm-up flow on a few clips), since a batch job pays that once per run, not per clip. The flow runs with one
 worker, like the sequential direct loop, so the ratio is orchestration overhead and not parallel speed-up; a second
 flow run with two workers shows what the parallel runner buys.
@@ -28,6 +29,7 @@ import pyarrow.compute as pc  # noqa: E402
 
 import shards  # noqa: E402
 from pipelines.real_world import RealWorldConfig, process_clip_batch, run_flow  # noqa: E402
+from pipelines.reporting import report  # noqa: E402
 from pipelines.runners import RunnerConfig  # noqa: E402
 from yume_core.manifest import OK, write_manifest  # noqa: E402
 from yume_core.sample_data import make_sekai_sample  # noqa: E402
@@ -44,6 +46,7 @@ def direct(sample, out: Path, cfg: RealWorldConfig) -> int:
     manifest = pa.concat_tables(parts)
     shards.write_shards(manifest.filter(pc.equal(manifest["status"], OK)), out / "shards", cfg.shards)
     write_manifest(manifest, out / "manifest.parquet")
+    report(manifest, out, "direct", 0.0)
     return manifest.num_rows
 
 
@@ -63,13 +66,19 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=2000)
     ap.add_argument("--frames", type=int, default=34)
     ap.add_argument("--batch-size", type=int, default=250)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workdir", type=Path)
     args = ap.parse_args()
     print("command: python benchmarks/bench_flow.py " + " ".join(sys.argv[1:]))
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-flow-"))
     t0 = time.perf_counter()
-    sample = make_sekai_sample(work / "input", n_clips=args.clips, n_frames=args.frames, size=(64, 36))
+    if (work / "input" / "sekai-real-walking-hq.csv").exists():  # --workdir kept from an earlier run
+        from types import SimpleNamespace
+
+        sample = SimpleNamespace(csv_path=work / "input" / "sekai-real-walking-hq.csv",
+                                 videos_dir=work / "input" / "videos", cameras_dir=work / "input" / "cameras")
+    else:
+        sample = make_sekai_sample(work / "input", n_clips=args.clips, n_frames=args.frames, size=(64, 36))
     print(f"generated {args.clips} clips x {args.frames} frames in {time.perf_counter() - t0:.1f}s")
     warm = make_sekai_sample(work / "warm", n_clips=2, n_frames=args.frames, size=(64, 36))
 

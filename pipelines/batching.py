@@ -25,16 +25,14 @@ from tqdm.auto import tqdm
 from yume_core.manifest import summarize, write_manifest
 
 
-def fingerprint(table: pa.Table, settings: Any, columns=("clip_id", "csv_row", "status")) -> str:
-    """Short hash of the rows a stage will see and of its settings."""
+def fingerprint(table: pa.Table, settings: Any, columns: tuple[str, ...]) -> str:
+    """Short hash of the given columns of the rows a stage will see, and of its settings.
+
+    Hashes values, not Arrow buffers, so the same rows give the same hash however they were chunked or sliced.
+    """
     h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for name in columns:
-        if name in table.column_names:
-            for chunk in table[name].chunks:
-                for buf in chunk.buffers():
-                    if buf is not None:
-                        h.update(buf)
-    h.update(str(table.num_rows).encode())
+        h.update(json.dumps(table[name].to_pylist(), default=str).encode())
     return h.hexdigest()[:12]
 
 

@@ -59,6 +59,7 @@ def write_all_shards(manifest: pa.Table, shards_dir: Path, config: shards.ShardC
     """One task per shard not yet complete; returns the merged index."""
     ok_rows = manifest.filter(pc.equal(manifest["status"], OK))
     groups = shards.plan_shards(ok_rows, config)
+    shards.remove_stale_shards(shards_dir, len(groups), config)
     futures = [
         write_shard_task.with_options(task_run_name=f"shard-{i:06d}").submit(
             ok_rows.take(rows), str(shards_dir), i, config, provenance
@@ -87,8 +88,10 @@ def run_real_world(csv: str, videos: str, trajectories: str, output: str, config
     started = time.perf_counter()
     out = Path(output)
     table = read_sekai_csv(csv, videos, trajectories)
-    settings = {k: v for k, v in to_dict(config).items() if k not in ("shards", "runner")}
-    clips_dir = out / "_work" / f"clips-{fingerprint(table, settings)}"
+    # what decides a batch's output: its rows, where their files are, and the settings that change results
+    settings = {k: v for k, v in to_dict(config).items() if k not in ("shards", "runner", "io_threads")}
+    inputs = fingerprint(table, settings, columns=("csv_row", "clip_id", "status", "video_path", "camera_path"))
+    clips_dir = out / "_work" / f"clips-{inputs}"
     step = functools.partial(process_clip_batch, config=config)
     manifest = conform(map_batches(step, table, clips_dir, config.batch_size, "clips"), CLIP_SCHEMA)
 

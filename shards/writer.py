@@ -375,19 +375,27 @@ def write_shards(table: pa.Table, out_dir: str | Path, config: ShardConfig | Non
     sample_keys(table["clip_id"].take(pa.array(ok)).to_pylist())  # fail on a key collision before writing anything
     groups = plan_shards(table, config)
     ctx = SampleContext(config, provenance, created=(provenance or {}).get("created") or now_iso())
-    try:
-        from tqdm.auto import tqdm
+    remove_stale_shards(out_dir, len(groups), config)
+    from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(groups), desc="shards", unit="shard", disable=None)
-    except ImportError:  # pragma: no cover
-        bar = None
-    for i, rows in enumerate(groups):
+    for i, rows in enumerate(tqdm(groups, desc="shards", unit="shard", disable=None, leave=False)):
         _write_part(table.take(pa.array(rows)), out_dir, i, ctx, skip_existing)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
     return merge_index(out_dir, len(groups), config)
+
+
+def remove_stale_shards(out_dir: str | Path, planned: int, config: ShardConfig | None = None) -> list[str]:
+    """Delete shards (and their index parts) numbered `planned` or higher: left by an earlier, larger plan, they
+    would otherwise be picked up by anyone globbing `*.tar`. Returns the names removed."""
+    out_dir = Path(out_dir)
+    keep = {shard_name(i, config) for i in range(planned)}
+    prefix = (config or ShardConfig()).prefix + "-"
+    removed = []
+    for tar in out_dir.glob(f"{prefix}*.tar"):
+        if tar.name not in keep and not tar.name.startswith(TMP_MARK):
+            index_part_path(out_dir, tar.name).unlink(missing_ok=True)
+            tar.unlink()
+            removed.append(tar.name)
+    return sorted(removed)
 
 
 def remove_temp_files(out_dir: str | Path) -> int:

@@ -147,3 +147,15 @@ def test_a_clip_that_fails_while_its_shard_is_written_fails_in_the_manifest():
     assert out["status"].to_pylist() == ["ok", "failed", "dropped"]
     assert out["reason"].to_pylist() == [None, "video_missing", "duplicate_video"]
     assert out["error"][1].as_py() == "video b.mp4 vanished after probing"
+
+
+def test_fingerprint_follows_values_and_settings_not_chunking():
+    import pyarrow as pa
+
+    from pipelines.batching import fingerprint
+
+    t = pa.table({"a": ["x", "y", "z"], "b": [1, 2, 3]})
+    chunked = pa.concat_tables([t.slice(0, 1), t.slice(1)])
+    assert fingerprint(t, {"s": 1}, ("a", "b")) == fingerprint(chunked, {"s": 1}, ("a", "b"))
+    assert fingerprint(t, {"s": 1}, ("a", "b")) != fingerprint(t, {"s": 2}, ("a", "b"))
+    assert fingerprint(t, {"s": 1}, ("a",)) != fingerprint(t.slice(1), {"s": 1}, ("a",))

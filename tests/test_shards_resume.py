@@ -5,6 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+import shards
+
 from shards import (
     ShardConfig,
     index_part_path,
@@ -112,3 +114,15 @@ def test_flow_style_parallel_parts_then_merge(tmp_path):
     assert index["clip_id"].to_pylist() == ok["clip_id"].to_pylist()
     assert index.equals(merge_index(out))  # discovering the parts gives the same
     assert verify_shards(out).ok
+
+
+def test_a_smaller_plan_removes_the_shards_of_a_larger_one(tmp_path):
+    t = make_manifest(tmp_path / "in", n_ok=5, bad_rows=False, extra_captions=False)
+    out = tmp_path / "out"
+    shards.write_shards(t, out, shards.ShardConfig(max_count=1))
+    assert len(list(out.glob("*.tar"))) == 5
+    index = shards.write_shards(t, out, shards.ShardConfig(max_count=2))
+    assert sorted(p.name for p in out.glob("*.tar")) == ["shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]
+    assert sorted(p.name for p in (out / "_index").glob("*.parquet")) == [
+        "shard-000000.parquet", "shard-000001.parquet", "shard-000002.parquet"]
+    assert index.num_rows == 5 and shards.verify_shards(out).ok
