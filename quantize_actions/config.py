@@ -35,6 +35,9 @@ class QuantizeConfig:
             )
         if self.fps <= 0:
             raise ValueError(f"fps must be positive, got {self.fps}")
+        from quantize_actions.vocabulary import phrase_table  # here: vocabulary imports labels, not config
+
+        phrase_table(self.vocabulary)  # a wrong name or a broken file stops the run before any batch starts
 
     @property
     def translation_cutoff(self) -> float:

@@ -24,6 +24,7 @@ import pyarrow as pa
 from quantize_actions.config import QuantizeConfig
 from quantize_actions.labels import KEY_LABELS, MOUSE_LABELS, NUM_LABELS, key_strings, mouse_strings
 from quantize_actions.rule import BatchLabels
+from quantize_actions.vocabulary import phrase_table
 from yume_core.manifest import SEGMENT_TYPE
 
 
@@ -37,9 +38,14 @@ class Spans:
     mouse: np.ndarray  # uint8 codes
     agreement: np.ndarray  # float32
     offsets: np.ndarray  # int64 (n_clips + 1,)
+    vocabulary: str  # name or path of the action vocabulary that words the labels
+
+    def _phrase_codes(self) -> np.ndarray:
+        return self.keys.astype(np.int64) * NUM_LABELS + self.mouse
 
     def to_dicts(self, clip: int = 0) -> list[dict]:
         lo, hi = self.offsets[clip], self.offsets[clip + 1]
+        phrases = phrase_table(self.vocabulary)
         return [
             {
                 "start_frame": int(s),
@@ -47,15 +53,17 @@ class Spans:
                 "keys": KEY_LABELS[k],
                 "mouse": MOUSE_LABELS[m],
                 "agreement": float(a),
+                "phrase": phrases[p],
             }
-            for s, e, k, m, a in zip(
+            for s, e, k, m, a, p in zip(
                 self.start_frame[lo:hi], self.end_frame[lo:hi], self.keys[lo:hi], self.mouse[lo:hi],
-                self.agreement[lo:hi],
+                self.agreement[lo:hi], self._phrase_codes()[lo:hi],
             )
         ]
 
     def to_arrow(self) -> pa.ListArray:
         """One list<SEGMENT_TYPE> entry per clip, built from the flat columns without Python objects per span."""
+        phrases = pa.array(phrase_table(self.vocabulary), pa.string())
         values = pa.StructArray.from_arrays(
             [
                 pa.array(self.start_frame, pa.int32()),
@@ -63,6 +71,7 @@ class Spans:
                 key_strings(self.keys),
                 mouse_strings(self.mouse),
                 pa.array(self.agreement, pa.float32()),
+                phrases.take(pa.array(self._phrase_codes())),
             ],
             fields=list(SEGMENT_TYPE),
         )
@@ -96,6 +105,7 @@ def segment_runs(labels: BatchLabels, config: QuantizeConfig = QuantizeConfig())
         mouse=labels.mouse[starts],
         agreement=np.ones(len(starts), np.float32),
         offsets=_per_clip_offsets(clip, n_clips),
+        vocabulary=config.vocabulary,
     )
 
 
@@ -129,6 +139,7 @@ def fixed_chunks(labels: BatchLabels, config: QuantizeConfig = QuantizeConfig())
         mouse=maj_mouse,
         agreement=share.astype(np.float32),
         offsets=chunk_offsets,
+        vocabulary=config.vocabulary,
     )
 
 

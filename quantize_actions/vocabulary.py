@@ -6,6 +6,7 @@ tied to the exact strings it was trained on, so a dataset records which vocabula
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -45,6 +46,18 @@ class Vocabulary:
         if not (omit_still and mouse == STILL_MOUSE):
             parts.append(self.mouse[mouse])
         return " ".join(p for p in parts if p)
+
+
+    def phrase_table(self, omit_still: bool = True) -> tuple[str, ...]:
+        """Phrase of every (keys, mouse) pair, at index key_code * NUM_LABELS + mouse_code: labels are codes in the
+        hot path, so phrasing a batch of segments is one lookup per segment."""
+        return tuple(self.phrase(k, m, omit_still) for k in KEY_LABELS for m in MOUSE_LABELS)
+
+
+@functools.lru_cache(maxsize=16)
+def phrase_table(name_or_path: str | Path = "yume15") -> tuple[str, ...]:
+    """`load_vocabulary(name).phrase_table()`, read once per process: every batch of every run phrases its spans."""
+    return load_vocabulary(name_or_path).phrase_table()
 
 
 def available_vocabularies() -> list[str]:

@@ -6,7 +6,7 @@ The json (UTF-8) holds everything a trainer or a person needs besides the pixels
     fps, frames, width, height      of the mp4 member as stored (after transcoding, when asked)
     captions    {"scene": Sekai's original caption, plus every `caption_*` / `prompt_*` column of the manifest}
     actions     {"keys": [...], "mouse": [...]  one label per frame step of the pose timeline,
-                 "segments": [...], "chunks": [...]  {start_frame, end_frame (inclusive), keys, mouse, agreement},
+                 "segments": [...], "chunks": [...]  {start_frame, end_frame (inclusive), keys, mouse, agreement, phrase},
                  "frames": length of the pose timeline the labels and frame ranges index,
                  "stride": ..., plus the quantizer's settings (thresholds, vocabulary, fps, ...) when the caller
                  passes them as provenance["actions"]}

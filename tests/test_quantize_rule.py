@@ -11,6 +11,7 @@ from quantize_actions import (
     MOUSE_LABELS,
     QuantizeConfig,
     load_trajectory,
+    load_vocabulary,
     quantize,
     quantize_files,
     quantize_many,
@@ -58,7 +59,7 @@ def test_every_fixture_step_gets_its_folder_label_through_quantize_files():
         # every fixture is one constant run of 33-70 frames: one segment covering all of it
         assert row["segments"] == [
             {"start_frame": 0, "end_frame": row["num_poses"] - 1, "keys": want_keys, "mouse": want_mouse,
-             "agreement": 1.0}
+             "agreement": 1.0, "phrase": load_vocabulary("yume15").phrase(want_keys, want_mouse)}
         ]
 
 

@@ -3,7 +3,16 @@
 import numpy as np
 import pytest
 
-from quantize_actions import KEY_LABELS, MOUSE_LABELS, BatchLabels, QuantizeConfig, chunks, segment_runs, segments
+from quantize_actions import (
+    KEY_LABELS,
+    MOUSE_LABELS,
+    BatchLabels,
+    QuantizeConfig,
+    chunks,
+    load_vocabulary,
+    segment_runs,
+    segments,
+)
 from yume_core.manifest import SEGMENT_TYPE
 
 
@@ -14,8 +23,21 @@ def codes(*runs) -> tuple[np.ndarray, np.ndarray]:
     return keys, mouse
 
 
-def seg(start, end, keys, mouse, agreement=1.0):
-    return {"start_frame": start, "end_frame": end, "keys": keys, "mouse": mouse, "agreement": agreement}
+def seg(start, end, keys, mouse, agreement=1.0, vocabulary="yume15"):
+    phrase = load_vocabulary(vocabulary).phrase(keys, mouse)
+    return {"start_frame": start, "end_frame": end, "keys": keys, "mouse": mouse, "agreement": agreement,
+            "phrase": phrase}
+
+
+def test_spans_are_worded_by_the_configured_vocabulary():
+    codes_ = codes(("W+A", "←", 40))
+    assert segments(*codes_)[0]["phrase"] == (
+        "First-person perspective. The camera pushes forward and moves to the left (W+A). "
+        "The camera pans to the left (←)."
+    )
+    yume10 = QuantizeConfig(vocabulary="yume10")
+    assert segments(*codes_, yume10) == [seg(0, 40, "W+A", "←", vocabulary="yume10")]
+    assert chunks(*codes(("None", "·", 40)), yume10)[0]["phrase"] == load_vocabulary("yume10").prefix  # still: no words
 
 
 def test_min_length_boundary_33_frames():

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from quantize_actions import QuantizeConfig, quantize_table
+from quantize_actions import QuantizeConfig, load_vocabulary, quantize_table
 from yume_core.manifest import CLIP_SCHEMA, summarize
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "yume_test_video"
@@ -69,9 +69,11 @@ def test_quantize_table(tmp_path):
         assert (r["status"], r["reason"], r["error"]) == ("ok", None, None)
         assert len(r["keys"]) == len(r["mouse"]) == r["num_poses"] - 1 > 30
         assert set(r["keys"]) == {"W+D"} and set(r["mouse"]) == {"→"}
+        phrase = load_vocabulary("yume15").phrase("W+D", "→")
         assert r["segments"] == [{"start_frame": 0, "end_frame": r["num_poses"] - 1, "keys": "W+D", "mouse": "→",
-                                  "agreement": 1.0}]
-        assert r["chunks"][0] == {"start_frame": 0, "end_frame": 31, "keys": "W+D", "mouse": "→", "agreement": 1.0}
+                                  "agreement": 1.0, "phrase": phrase}]
+        assert r["chunks"][0] == {"start_frame": 0, "end_frame": 31, "keys": "W+D", "mouse": "→", "agreement": 1.0,
+                                  "phrase": phrase}
         assert r["speed"] > 0 and r["view_rotation_deg"] > 0 and r["turn_deg"] >= 0
     assert summarize(out)["ok"] == 2 and summarize(out)["failed"] == 4
     assert b"yume_data.quantize_actions.config" in out.schema.metadata

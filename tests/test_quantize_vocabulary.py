@@ -74,3 +74,10 @@ def test_load_by_path_and_broken_files(tmp_path):
 
     with pytest.raises(VocabularyError, match="neither a packaged name"):
         load_vocabulary("yume99")
+
+
+def test_a_config_naming_an_unknown_vocabulary_fails_at_once():
+    from quantize_actions import QuantizeConfig, VocabularyError
+
+    with pytest.raises(VocabularyError, match="yume99"):
+        QuantizeConfig(vocabulary="yume99")

@@ -28,6 +28,7 @@ SEGMENT_TYPE = pa.struct(
         ("keys", pa.string()),
         ("mouse", pa.string()),
         ("agreement", pa.float32()),  # share of steps that carry the label (1.0 for runs)
+        ("phrase", pa.string()),  # the label in words, from the configured action vocabulary
     ]
 )
 
