@@ -20,3 +20,5 @@ bench: setup
 	$(PY) benchmarks/bench_quantize.py
 	$(PY) benchmarks/bench_shards.py
 	$(PY) benchmarks/bench_flow.py
+	$(PY) benchmarks/bench_frames.py
+	$(PY) benchmarks/bench_caption_client.py

@@ -103,15 +103,22 @@ def _real_world_overrides(batch_size, workers, task_runner, ray_address, stride,
 @click.option("--no-poses", is_flag=True, help="Leave the poses (.npy) out of the shards.")
 @click.option("--fps", type=float, help="Transcode clips to this frame rate in the shards.")
 @click.option("--size", type=(int, int), help="Transcode clips to WIDTH HEIGHT in the shards.")
+@click.option("--captioner", type=click.Choice(["openai", "vllm", "transformers"]),
+              help="Caption the ok clips with this backend before sharding.")
+@click.option("--endpoint", "endpoints", multiple=True, help="OpenAI-compatible server URL (repeat for replicas).")
+@click.option("--caption-model", help="Captioning model: served name, hub id, path or tiny-random.")
 def real_world(csv_path, videos, trajectories, output, preset, config, batch_size, workers, task_runner, ray_address,
-               stride, translation_threshold, rotation_threshold, shard_max_count, shard_max_bytes, no_poses, fps, size):
-    """Sekai clips -> actions -> WebDataset shards, as a resumable Prefect flow."""
+               stride, translation_threshold, rotation_threshold, shard_max_count, shard_max_bytes, no_poses, fps, size,
+               captioner, endpoints, caption_model):
+    """Sekai clips -> actions -> (captions) -> WebDataset shards, as a resumable Prefect flow."""
     _prefect_env()
     from pipelines.real_world import RealWorldConfig, run_flow
     from yume_core.config import from_dict
 
     overrides = _real_world_overrides(batch_size, workers, task_runner, ray_address, stride, translation_threshold,
                                       rotation_threshold, shard_max_count, shard_max_bytes, no_poses, fps, size)
+    if captioner or endpoints or caption_model:
+        overrides["caption"] = {"backend": captioner, "endpoints": list(endpoints) or None, "model": caption_model}
     cfg = from_dict(RealWorldConfig, _settings(preset, config, overrides))
     summary = run_flow(csv_path, videos, trajectories, output, cfg)
     _print_outputs(summary)
@@ -120,6 +127,65 @@ def real_world(csv_path, videos, trajectories, output, preset, config, batch_siz
 def _print_outputs(summary: dict) -> None:
     for name, path in summary["outputs"].items():
         click.echo(f"{name:>18}: {path}")
+
+
+@main.command()
+@click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False), help="Clip manifest to caption.")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--backend", type=click.Choice(["openai", "vllm", "transformers"]), help="Default: transformers.")
+@click.option("--endpoint", "endpoints", multiple=True, help="OpenAI-compatible server URL (repeat for replicas).")
+@click.option("--model", help="Served model name (openai), hub id or path (vllm, transformers), or tiny-random.")
+@click.option("--concurrency", type=int, help="Requests in flight over all endpoints (openai).")
+@click.option("--frames", "num_frames", type=int, help="Frames per clip (default 8).")
+@click.option("--prompt", help="Prompt version or YAML file (default event-v1).")
+@click.option("--max-tokens", type=int, help="Longest answer in tokens.")
+@click.option("--batch-size", type=int, help="Rows per task (default 256).")
+@click.option("--gpus-per-endpoint", type=int, help="GPUs behind each endpoint, for the cost projection (default 4).")
+@click.option("--config", type=click.Path(exists=True, dir_okay=False), help="YAML settings file.")
+def caption(manifest, output, backend, endpoints, model, concurrency, num_frames, prompt, max_tokens, batch_size,
+            gpus_per_endpoint, config):
+    """Event-focused re-captions (InternVL3 via vLLM or any OpenAI-compatible server), resumable per batch."""
+    _prefect_env()
+    from pipelines.captioning import CaptionFlowConfig, run_caption_flow
+    from yume_core.config import from_dict
+
+    overrides = {
+        "batch_size": batch_size,
+        "gpus_per_endpoint": gpus_per_endpoint,
+        "caption": {
+            "backend": backend, "endpoints": list(endpoints) or None, "model": model, "concurrency": concurrency,
+            "prompt": prompt, "max_tokens": max_tokens, "frames": {"num_frames": num_frames},
+        },
+    }
+    cfg = from_dict(CaptionFlowConfig, _settings(None, config, overrides))
+    summary = run_caption_flow(manifest, output, cfg)
+    _print_outputs(summary)
+
+
+@main.command("serve-vlm")
+@click.option("--model", default="OpenGVLab/InternVL3-78B", show_default=True)
+@click.option("--gpus", type=click.Choice(["4", "8"]), default="4", show_default=True, help="H100s per replica.")
+@click.option("--port", default=8000, show_default=True)
+@click.option("--frames", "num_frames", default=8, show_default=True, help="Images per request the server must accept.")
+@click.option("--slurm", "slurm_replicas", type=int, help="Print a Slurm job array that runs N replicas instead.")
+@click.option("--ray", "ray_replicas", type=int, help="Print a Ray Serve script for N replicas on a Ray cluster instead.")
+@click.option("--run", is_flag=True, help="Start the server instead of printing the command.")
+def serve_vlm(model, gpus, port, num_frames, slurm_replicas, ray_replicas, run):
+    """Print (or --run) the `vllm serve` command for one captioning replica, or scripts for N replicas."""
+    from captioning.serving import format_command, ray_serve_notes, ray_serve_script, serve_command, slurm_script
+
+    if slurm_replicas:
+        click.echo(slurm_script(model, replicas=slurm_replicas, gpus=int(gpus), port=port))
+        return
+    if ray_replicas:
+        click.echo(ray_serve_script(model, replicas=ray_replicas, gpus=int(gpus), port=port))
+        click.echo("# " + ray_serve_notes(model, ray_replicas, int(gpus), port).replace("\n", "\n# "))
+        return
+    cmd = serve_command(model, gpus=int(gpus), port=port, images_per_prompt=num_frames)
+    if not run:
+        click.echo(format_command(cmd))
+        return
+    os.execvp(cmd[0], cmd)
 
 
 @main.group("shards")

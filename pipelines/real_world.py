@@ -2,7 +2,7 @@
 
 Steps run over batches of the manifest (`map_batches`), each resumable on its own:
   1. clips:    probe each video, quantize its trajectory, cross-check their lengths   (CPU, one task per batch)
-  2. (captions: the captioning stage plugs in here as another batched step, over the ok rows)
+  2. captions: when a captioner is configured, event captions and training prompts     (one task per batch)
   3. shards:   plan shards over the ok rows and write one tar per task                 (I/O, one task per shard)
 The output manifest keeps every CSV row with its status, so counts in equal counts out.
 """
@@ -23,6 +23,7 @@ from prefect.futures import wait
 
 import quantize_actions
 import shards
+from captioning.stage import CaptionConfig
 from pipelines.batching import fingerprint, map_batches
 from pipelines.reporting import report
 from pipelines.runners import RunnerConfig, make_task_runner
@@ -40,6 +41,7 @@ class RealWorldConfig:
     actions: quantize_actions.QuantizeConfig = field(default_factory=quantize_actions.QuantizeConfig)
     shards: shards.ShardConfig = field(default_factory=shards.ShardConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
+    caption: CaptionConfig | None = None  # set to caption the ok clips before they are sharded
 
 
 def process_clip_batch(batch: pa.Table, config: RealWorldConfig) -> pa.Table:
@@ -89,11 +91,15 @@ def run_real_world(csv: str, videos: str, trajectories: str, output: str, config
     out = Path(output)
     table = read_sekai_csv(csv, videos, trajectories)
     # what decides a batch's output: its rows, where their files are, and the settings that change results
-    settings = {k: v for k, v in to_dict(config).items() if k not in ("shards", "runner", "io_threads")}
+    settings = {k: v for k, v in to_dict(config).items() if k not in ("shards", "runner", "io_threads", "caption")}
     inputs = fingerprint(table, settings, columns=("csv_row", "clip_id", "status", "video_path", "camera_path"))
     clips_dir = out / "_work" / f"clips-{inputs}"
     step = functools.partial(process_clip_batch, config=config)
     manifest = conform(map_batches(step, table, clips_dir, config.batch_size, "clips"), CLIP_SCHEMA)
+    if config.caption is not None:
+        from pipelines.captioning import caption_step
+
+        manifest = caption_step(manifest, out, config.caption, config.batch_size)
 
     provenance = {
         "pipeline": f"yume-data {__version__}",

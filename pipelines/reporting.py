@@ -17,10 +17,13 @@ from yume_core.manifest import OK, format_summary, summarize
 from yume_core.storage import atomic_write_text
 
 
-def report(manifest: pa.Table, out: Path, title: str, seconds: float) -> dict:
+def report(manifest: pa.Table, out: Path, title: str, seconds: float, extra: dict | None = None) -> dict:
+    """`extra`: a stage's own figures (tokens, rates, projections), shown under the counts and kept in the json."""
     summary = summarize(manifest)
     summary["seconds"] = round(seconds, 2)
-    summary["outputs"] = {"manifest": str(out / "manifest.parquet"), "shards": str(out / "shards")}
+    summary["outputs"] = {"manifest": str(out / "manifest.parquet")}
+    if (out / "shards").is_dir():
+        summary["outputs"]["shards"] = str(out / "shards")
     ok = manifest.filter(pc.equal(manifest["status"], OK))
     if ok.num_rows:
         hist = quantize_actions.action_histogram(ok["keys"], ok["mouse"])
@@ -28,8 +31,12 @@ def report(manifest: pa.Table, out: Path, title: str, seconds: float) -> dict:
         quantize_actions.plot_action_histogram(hist, png)
         summary["actions"] = {"keys": hist["keys"], "mouse": hist["mouse"]}
         summary["outputs"]["actions_histogram"] = str(png)
+    if extra:
+        summary[title] = extra
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
     text = format_summary(summary, title)
+    if extra:
+        text += "\n" + "\n".join(f"  {k}: {v}" for k, v in extra.items())
     print(text)
     _artifact(summary, title, text)
     return summary

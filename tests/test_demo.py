@@ -24,7 +24,10 @@ def test_demo_runs_offline_and_reports_its_outputs(tmp_path):
     for name in ("manifest", "shards", "actions_histogram", "yume_layout"):
         assert f"{name}:" in done.stdout
     summary = json.loads((out / "real-world" / "summary.json").read_text())
-    assert summary["ok"] == 3 and summary["in"] == 6
+    assert summary["in"] == 6 and summary["ok"] + summary["failed"] + summary["dropped"] == 6
+    assert summary["ok"] >= 2  # a tiny random model's answer can still fail validation after its retries
     manifest = read_manifest(out / "real-world" / "manifest.parquet")
     assert sorted(set(manifest["status"].to_pylist())) == ["dropped", "failed", "ok"]
     assert list((out / "yume-layout").glob("Keys_*_Mouse_*/*_frames_*-*.mp4"))
+    ok = [r for r in manifest.to_pylist() if r["status"] == "ok"]
+    assert all(r["caption_event"] and r["prompt_i2v"] for r in ok)  # captioned by the tiny random InternVL

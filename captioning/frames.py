@@ -1,0 +1,409 @@
+"""Frames for the captioning model: sample N frames of a clip or segment, decode only those, resize each to one
+InternVL tile, JPEG-encode them; a bounded pool runs ahead of the GPU.
+
+Sampling (`frame_indices`): the centre of each of N equal bins of the range, as InternVL's own video loader picks
+frames, so the frames cover the whole clip and never sit on its first or last frame (often a cut or a fade).
+
+Size: every frame becomes one `size` x `size` square (448 by default), aspect ratio *not* kept. Why a square:
+InternVL3 cuts an image into 448 px tiles by its aspect ratio (plus a thumbnail when there is more than one tile),
+so a 16:9 frame of 448x252 becomes 2 tiles + thumbnail = 3 x 256 tokens under the server's default
+`max_dynamic_patch`, where a 448x448 square is exactly one tile (256 tokens) whatever the server is configured
+with. 8 frames therefore cost 8 x 256 = 2,048 image tokens per request, the budget the request rate is planned on.
+It is also what InternVL's own video path does (`load_video(..., max_num=1)` resizes every frame to 448x448), so the
+model has seen squeezed video frames in training; letterboxing instead would spend 44% of each tile on padding.
+
+Decoding (`decoder`):
+
+- `"pyav"` (default): a sparse reader on PyAV. It demuxes the packets once (about 1 ms for 300 packets: no
+  decoding) to rank the timestamps, so frame k is exactly the k-th frame in presentation order (as in
+  `yume_core.media.iter_frames`). It then decodes only from the keyframe at or before each sampled frame up to that
+  frame, and tells FFmpeg to skip the non-reference frames that are not sampled (`skip_frame=NONREF`, switched per
+  packet): no other frame depends on them, so the sampled frames are bit-identical to a full decode. Scaling and
+  colour conversion run in one swscale call (bicubic, which swscale widens when downscaling, so it anti-aliases)
+  on the 8 chosen frames only.
+  Containers without timestamps (a raw `.h264` stream) are decoded linearly, counting frames.
+- `"decord"`: decord 0.6's `get_batch` with decord's own resize at decode time (measured: no slower than decoding
+  at full size, where a Pillow resize afterwards costs ~6 ms per 720p frame). It decodes every frame between
+  keyframe and target, so it measured 1.6-2.0x slower than the sparse reader on 720p H.264 and HEVC
+  (`benchmarks/bench_frames.py`). Worse, on HEVC with open GOPs (x265's default: CRA keyframes with leading
+  pictures) its seeks can land on the wrong frames: 8 frames sampled from a 32-frame clip with a CRA every 8 frames
+  came back as 7 frames off by one or two, one of them twice (with a keyframe every 250 frames, as in the
+  benchmark, the 8 samples happened to miss the leading pictures). Hence not the default; it stays selectable (the
+  issue names it; a second opinion on an odd file), is exact on H.264 and closed-GOP HEVC in the tests, and is
+  imported only when chosen.
+
+Each decoder runs single-threaded: throughput comes from decoding several clips at once, one per core, which
+wastes nothing on thread synchronisation and needs no tuning per machine.
+
+Parallelism (`iter_prepared`): decord (ctypes FFI), PyAV's decoder, swscale and Pillow's JPEG encoder all release
+the GIL, and threads measured as fast as processes on 2 cores (1.48 s vs 1.46 s for 12 clips), so the default pool
+is threads (no process start, no pickling of JPEGs). `pool="processes"` is there for nodes with many cores, where
+the Python part of the per-packet loop (a few ms per clip) would start to queue on the GIL.
+
+Errors are `RowError`s: `video_missing`, `video_unreadable` (not a video FFmpeg/decord can open),
+`video_too_short` (the asked range [start, stop) runs past the video's last frame) and `video_truncated` (fewer
+frames than the container's index promises, the stream fails to decode midway, or a sampled frame never comes out
+of the decoder).
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Hashable, Iterable, Iterator
+
+import av
+import numpy as np
+from av.video.reformatter import VideoReformatter
+from PIL import Image
+
+from yume_core.errors import RowError
+from yume_core.media import probe_video
+
+__all__ = ["FrameConfig", "PreparedFrames", "frame_indices", "prepare_frames", "iter_prepared"]
+
+DECODERS = ("pyav", "decord")
+SEEKS = ("keyframe", "exact")
+POOLS = ("threads", "processes")
+
+
+@dataclass(frozen=True)
+class FrameConfig:
+    """How frames are sampled, sized, encoded and prepared in parallel.
+
+    `workers=0` uses every CPU this process may run on; `max_inflight=0` means 2 x workers: each worker has one clip
+    queued behind the one it decodes, so no worker waits on the consumer, and memory stays bounded (one clip's
+    JPEGs, ~0.3 MB at 8 x 448 px, per item in flight).
+    """
+
+    num_frames: int = 8
+    size: int = 448  # output frames are size x size: one InternVL tile each (see the module docstring)
+    jpeg_quality: int = 90
+    decoder: str = "pyav"  # pyav | decord
+    seek: str = "keyframe"  # keyframe | exact (see the module docstring); decord always samples exactly
+    workers: int = 0
+    max_inflight: int = 0
+    pool: str = "threads"  # threads | processes
+
+    def __post_init__(self):
+        if self.num_frames < 1:
+            raise ValueError(f"num_frames must be at least 1, got {self.num_frames}")
+        if not 16 <= self.size <= 4096:
+            raise ValueError(f"size must be between 16 and 4096 pixels, got {self.size}")
+        if not 1 <= self.jpeg_quality <= 95:  # Pillow: above 95 only grows the file
+            raise ValueError(f"jpeg_quality must be between 1 and 95, got {self.jpeg_quality}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
+        if self.seek not in SEEKS:
+            raise ValueError(f"seek must be one of {SEEKS}, got {self.seek!r}")
+        if self.pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
+        if self.workers < 0 or self.max_inflight < 0:
+            raise ValueError(f"workers and max_inflight must be >= 0, got {self.workers} and {self.max_inflight}")
+
+    @property
+    def resolved_workers(self) -> int:
+        if self.workers:
+            return self.workers
+        try:
+            return len(os.sched_getaffinity(0))  # respects CPU affinity and cgroup cpusets, unlike os.cpu_count()
+        except AttributeError:  # not on Linux
+            return os.cpu_count() or 1
+
+    @property
+    def resolved_inflight(self) -> int:
+        return self.max_inflight or 2 * self.resolved_workers
+
+
+@dataclass
+class PreparedFrames:
+    """The frames of one clip or segment, ready for a request: JPEG bytes in time order, the source frame index of
+    each (0-based, presentation order, in the video's own numbering), and the size of every JPEG. `indices` are the
+    frames actually decoded: with `seek="keyframe"` they are keyframes near the uniform targets, not the targets
+    themselves, so record these (not `frame_indices`) as the frames a caption saw."""
+
+    jpegs: list[bytes]
+    indices: np.ndarray
+    width: int
+    height: int
+
+
+def frame_indices(n_frames: int, num: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """`num` frame indices spread uniformly over [start, stop) (stop defaults to `n_frames`), int64, ascending.
+
+    Index k is the centre of the k-th of `num` equal bins: start + floor((2k + 1) * L / (2 num)) with L = stop -
+    start, in integer arithmetic (InternVL's `get_index` does the same in floats). A range of at most `num` frames
+    gives every frame once, so fewer than `num` indices: repeating a frame would spend 256 tokens on nothing and
+    suggest to the model that time stands still. Raises ValueError for an empty or out-of-bounds range.
+    """
+    stop = n_frames if stop is None else stop
+    if num < 1:
+        raise ValueError(f"num must be at least 1, got {num}")
+    if not 0 <= start < stop <= n_frames:
+        raise ValueError(f"frame range [{start}, {stop}) is empty or outside the video's {n_frames} frames")
+    length = stop - start
+    if length <= num:
+        return np.arange(start, stop, dtype=np.int64)
+    return start + (2 * np.arange(num, dtype=np.int64) + 1) * length // (2 * num)
+
+
+def prepare_frames(
+    video_path: str | Path, config: FrameConfig = FrameConfig(), start: int = 0, stop: int | None = None
+) -> PreparedFrames:
+    """Sample `config.num_frames` frames of [start, stop) of a video (stop None = its end), decode only those, resize
+    them to `size` x `size` and JPEG-encode them. Raises `RowError` (see the module docstring) for bad files and
+    ranges past the end, ValueError for a negative or empty range (a caller's bug, not the file's)."""
+    if start < 0 or (stop is not None and stop <= start):
+        raise ValueError(f"bad frame range [{start}, {stop})")
+    probe_video(video_path, count_frames=False)  # video_missing / video_unreadable with the project's messages
+    read = _read_pyav if config.decoder == "pyav" else _read_decord
+    indices, frames = read(str(video_path), config, start, stop)
+    return PreparedFrames(
+        jpegs=[_jpeg(f, config.jpeg_quality) for f in frames], indices=indices, width=config.size, height=config.size
+    )
+
+
+def _sample(path: str, n_frames: int, config: FrameConfig, start: int, stop: int | None) -> np.ndarray:
+    end = n_frames if stop is None else stop
+    if start >= n_frames or end > n_frames:
+        raise RowError(
+            "video_too_short",
+            f"{path}: asked for frames [{start}, {end}) but the video has {n_frames}; check the clip's frame range "
+            "or re-download the video.",
+        )
+    return frame_indices(n_frames, config.num_frames, start, end)
+
+
+def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# PyAV: sparse decoding
+
+
+def _truncated(path: str, what: str) -> RowError:
+    return RowError(
+        "video_truncated", f"{path}: {what}; the file is damaged or cut short. Re-download or re-encode it."
+    )
+
+
+def _read_pyav(path: str, config: FrameConfig, start: int, stop: int | None) -> tuple[np.ndarray, list[np.ndarray]]:
+    pts, keyframe = _scan(path)
+    indices = _sample(path, len(keyframe), config, start, stop)
+    if pts is None:
+        return indices, _decode_linear(path, indices, config.size)
+    end = len(keyframe) if stop is None else stop
+    indices, target_pos = _pick(pts, keyframe, indices, config.seek, start, end)
+    return indices, _decode_sparse(path, pts, keyframe, target_pos, config.size)
+
+
+def _scan(path: str) -> tuple[np.ndarray | None, np.ndarray]:
+    """The packet index in decode order: (timestamps, or None when any packet has none; keyframe flags)."""
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            promised = int(stream.frames or 0)
+            scan = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size > 0]
+    except av.FFmpegError as e:
+        raise _truncated(path, f"demuxing failed ({e})") from None
+    if len(scan) < promised:  # the file ends before its index does: sampling the rest would misplace the frames
+        raise _truncated(path, f"{len(scan)} frames where its index promises {promised}")
+    keyframe = np.array([k for _, k in scan], dtype=bool)
+    if any(p is None for p, _ in scan):
+        return None, keyframe
+    return np.array([p for p, _ in scan], dtype=np.int64), keyframe
+
+
+def _pick(
+    pts: np.ndarray, keyframe: np.ndarray, targets: np.ndarray, seek: str, start: int, end: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(frame indices to decode, their decode-order packet positions) for the uniform `targets` of [start, end).
+
+    `exact`: the targets. `keyframe`: in each target's bin (the frames i of [start, end) with (i - start) * num //
+    (end - start) equal to the target's k), the keyframe nearest to the target (the earlier one on a tie), or the
+    target itself where the bin holds no keyframe. Keyframes are ranked by presentation order (timestamp), so an
+    open-GOP keyframe (HEVC CRA) counts where it is shown, after its leading pictures."""
+    order = np.argsort(pts, kind="stable")  # order[i]: decode-order position of the i-th frame shown
+    num, length = len(targets), end - start
+    if seek == "exact" or length <= num:  # a range of at most num frames gives every frame: nothing to choose
+        return targets, order[targets]
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    keys = np.sort(rank[keyframe])  # presentation indices of the keyframes
+    k = np.arange(num, dtype=np.int64)
+    lo = start + (k * length + num - 1) // num  # bin k is [lo, hi): ceil(k L / num) <= i - start < ceil((k+1) L / num)
+    hi = start + ((k + 1) * length + num - 1) // num
+    picked = targets.copy()
+    for b, (a, z) in enumerate(zip(np.searchsorted(keys, lo), np.searchsorted(keys, hi))):
+        if z > a:
+            inside = keys[a:z]
+            picked[b] = inside[np.argmin(np.abs(inside - targets[b]))]  # argmin: the first (earlier) on a tie
+    return picked, order[picked]
+
+
+def _needed_packets(pts: np.ndarray, keyframe: np.ndarray, target_pos: np.ndarray) -> np.ndarray:
+    """Packets to send to the decoder: for each target, from the last keyframe at or before it in decode order whose
+    own timestamp is not later than the target's (an open-GOP keyframe cannot reconstruct the leading frames shown
+    before it), up to the target's packet. Packets in between that are not needed are never sent."""
+    need = np.zeros(len(pts), dtype=bool)
+    key_pos = np.flatnonzero(keyframe)
+    for j in target_pos:
+        usable = key_pos[(key_pos <= j) & (pts[key_pos] <= pts[j])]
+        need[(usable[-1] if usable.size else 0) : j + 1] = True
+    return need
+
+
+def _decode_sparse(path: str, pts: np.ndarray, keyframe: np.ndarray, target_pos: np.ndarray, size: int):
+    need = _needed_packets(pts, keyframe, target_pos)
+    last = int(target_pos.max())
+    want = set(pts[target_pos].tolist())
+    got: dict[int, np.ndarray] = {}
+    reformatter = VideoReformatter()
+
+    def keep(frames) -> None:
+        for frame in frames:
+            if frame.pts in want and frame.pts not in got:
+                got[frame.pts] = _rgb(reformatter, frame, size)
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        ctx.thread_count = 1
+        pos, live = 0, False  # live: the decoder holds state from packets sent since its last flush
+        try:
+            for packet in container.demux(stream):
+                if packet.size <= 0:
+                    continue
+                if pos > last:
+                    break
+                if need[pos]:
+                    ctx.skip_frame = "DEFAULT" if packet.pts in want else "NONREF"
+                    keep(ctx.decode(packet))
+                    live = True
+                elif live:  # jumping ahead to another keyframe: drain the frames held for reordering, then reset
+                    keep(ctx.decode(None))
+                    ctx.flush_buffers()
+                    live = False
+                pos += 1
+            if live:
+                keep(ctx.decode(None))
+        except av.FFmpegError as e:
+            raise _truncated(path, f"decoding failed near packet {pos} ({e})") from None
+    if len(got) < len(want):
+        raise _truncated(path, f"{len(want) - len(got)} of {len(want)} sampled frames did not decode")
+    return [got[p] for p in pts[target_pos].tolist()]
+
+
+def _decode_linear(path: str, indices: np.ndarray, size: int) -> list[np.ndarray]:
+    """For streams without timestamps: decode every frame in output order and keep the sampled ones."""
+    want = set(indices.tolist())
+    got: dict[int, np.ndarray] = {}
+    reformatter = VideoReformatter()
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        try:
+            for i, frame in enumerate(container.decode(stream)):
+                if i in want:
+                    got[i] = _rgb(reformatter, frame, size)
+                if i >= indices[-1]:
+                    break
+        except av.FFmpegError as e:
+            raise _truncated(path, f"decoding failed after {len(got)} sampled frames ({e})") from None
+    if len(got) < len(want):
+        raise _truncated(path, f"{len(want) - len(got)} of {len(want)} sampled frames did not decode")
+    return [got[i] for i in indices.tolist()]
+
+
+def _rgb(reformatter: VideoReformatter, frame: av.VideoFrame, size: int) -> np.ndarray:
+    # threads=1: one core per worker (reformat's default, 0, would start a thread per CPU in every worker)
+    out = reformatter.reformat(frame, width=size, height=size, format="rgb24", interpolation="BICUBIC", threads=1)
+    return out.to_ndarray()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# decord
+
+
+def _read_decord(path: str, config: FrameConfig, start: int, stop: int | None) -> tuple[np.ndarray, list[np.ndarray]]:
+    try:
+        import decord
+    except ImportError:
+        raise RuntimeError("decoder='decord' needs the decord package (pip install decord); or use decoder='pyav'")
+    try:
+        reader = decord.VideoReader(path, ctx=decord.cpu(0), width=config.size, height=config.size, num_threads=1)
+    except decord.DECORDError as e:
+        raise RowError(
+            "video_unreadable", f"{path}: decord cannot open it ({e}); re-download or re-encode it."
+        ) from None
+    indices = _sample(path, len(reader), config, start, stop)
+    try:
+        batch = reader.get_batch(indices.tolist()).asnumpy()
+    except decord.DECORDError as e:
+        raise _truncated(path, f"decord failed to decode the sampled frames ({e})") from None
+    return indices, list(batch)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the bounded pool
+
+
+def _prepare_or_error(video_path, config: FrameConfig, start: int, stop: int | None) -> PreparedFrames | RowError:
+    try:
+        return prepare_frames(video_path, config, start, stop)
+    except RowError as e:
+        return e
+
+
+def iter_prepared(
+    items: Iterable[tuple[Hashable, str | Path, int, int | None]], config: FrameConfig = FrameConfig()
+) -> Iterator[tuple[Hashable, PreparedFrames | RowError]]:
+    """Prepare frames for `(key, video_path, start, stop)` items in a pool; yield `(key, PreparedFrames)`, or
+    `(key, RowError)` for a bad video, in **completion order** (match results by key).
+
+    Completion order rather than input order: one slow item (a 60 s clip among 10 s ones) would otherwise hold
+    back every result behind it while the workers run dry; here a finished item is handed on at once and replaced.
+    At most `config.resolved_inflight` items are taken from `items` and not yet yielded, so memory stays bounded
+    however long `items` is, and a consumer that stops pulling (a busy GPU) stops the decoding too. `items` is read
+    lazily in this thread. Other exceptions are bugs: they propagate, and pending work is cancelled. Closing the
+    generator early cancels what has not started and waits for what is running.
+    """
+    limit = config.resolved_inflight
+    executor = _executor(config)
+    pending: dict[Future, Hashable] = {}
+    source = iter(items)
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(pending) < limit:
+                item = next(source, _END)
+                if item is _END:
+                    exhausted = True
+                    break
+                key, video_path, start, stop = item
+                pending[executor.submit(_prepare_or_error, video_path, config, start, stop)] = key
+            if not pending:
+                return
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            future = next(iter(done))  # one at a time: the freed slot is refilled before the next yield
+            key = pending.pop(future)
+            yield key, future.result()
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+_END = object()
+
+
+def _executor(config: FrameConfig) -> Executor:
+    if config.pool == "threads":
+        return ThreadPoolExecutor(config.resolved_workers, thread_name_prefix="frames")
+    # spawn: forking a process that already runs threads (a task runner, the HTTP client) can deadlock the child
+    return ProcessPoolExecutor(config.resolved_workers, mp_context=multiprocessing.get_context("spawn"))
