@@ -1,7 +1,8 @@
-"""Backend by name, built once per process.
+"""Backend by name, built once per process and config.
 
-A flow runs one task per batch; loading a model per task would cost more than captioning the batch, so in-process
-engines (transformers, vLLM) are cached per process and per config. HTTP clients are cheap and built per task.
+A flow runs one task per batch. Loading a model per task would cost more than captioning the batch, and an HTTP
+client per task would multiply the requests in flight by the number of parallel tasks; so every backend is cached
+per process: `concurrency` bounds the whole process, and connections stay warm from batch to batch.
 """
 
 from __future__ import annotations
@@ -16,21 +17,22 @@ BACKENDS = ("openai", "vllm", "transformers")
 
 def make_backend(config: CaptionConfig) -> CaptionBackend:
     if config.backend == "openai":
-        from captioning.backends.openai_client import OpenAIBackend
-
         if not config.endpoints:
             raise ValueError("the openai backend needs at least one endpoint (--endpoint http://host:8000/v1)")
-        return OpenAIBackend(
-            list(config.endpoints),
-            config.model,
-            concurrency=config.concurrency,
-            timeout=config.timeout,
-            max_answer_retries=config.max_answer_retries,
-            seed=config.seed,
-        )
+        return _client(tuple(config.endpoints), config.model, config.concurrency, config.timeout,
+                       config.max_answer_retries, config.seed)
     if config.backend in ("vllm", "transformers"):
         return _in_process(config.backend, config.model, config.tensor_parallel_size, config.max_answer_retries, config.seed)
     raise ValueError(f"unknown captioning backend {config.backend!r}; choose one of {BACKENDS}")
+
+
+@functools.lru_cache(maxsize=4)
+def _client(endpoints: tuple[str, ...], model: str, concurrency: int, timeout: float, max_answer_retries: int,
+            seed: int) -> CaptionBackend:
+    from captioning.backends.openai_client import OpenAIBackend
+
+    return OpenAIBackend(list(endpoints), model, concurrency=concurrency, timeout=timeout,
+                         max_answer_retries=max_answer_retries, seed=seed)
 
 
 @functools.lru_cache(maxsize=2)

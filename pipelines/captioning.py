@@ -36,16 +36,29 @@ class CaptionFlowConfig:
 
 
 def caption_batch(batch: pa.Table, config: CaptionConfig) -> pa.Table:
-    backend = make_backend(config)
-    try:
-        return caption_table(batch, backend, config)
-    finally:
-        if config.backend == "openai":
-            backend.close()
+    return caption_table(batch, make_backend(config), config)
+
+
+def check_endpoints(config: CaptionConfig, timeout: float = 10.0) -> None:
+    """Stop at once when no replica answers, rather than after every request's retries (minutes per batch)."""
+    import httpx
+
+    problems = []
+    for url in config.endpoints:
+        base = url.rstrip("/") if url.rstrip("/").endswith("/v1") else url.rstrip("/") + "/v1"
+        try:
+            httpx.get(f"{base}/models", timeout=timeout).raise_for_status()
+            return
+        except httpx.HTTPError as exc:
+            problems.append(f"{base}/models: {exc}")
+    raise RuntimeError("no captioning endpoint answers; start the servers (yume-data serve-vlm) or fix --endpoint:\n  "
+                       + "\n  ".join(problems))
 
 
 def caption_step(table: pa.Table, out: Path, config: CaptionConfig, batch_size: int) -> pa.Table:
     """Map the captioning stage over `table` in resumable batches (also used inside the real-world flow)."""
+    if config.backend == "openai":
+        check_endpoints(config)
     settings = {k: v for k, v in to_dict(config).items() if k not in ("endpoints", "concurrency", "timeout")}
     inputs = fingerprint(table, settings, columns=("clip_id", "status", "video_path", "caption"))
     step = functools.partial(caption_batch, config=config)

@@ -122,3 +122,17 @@ def test_real_world_with_the_tiny_captioner_puts_captions_in_the_shards(tmp_path
         caps = s["json"]["captions"]
         assert caps["caption_event"] == captioned[s["__key__"]]["caption_event"]
         assert caps["prompt_i2v"] == captioned[s["__key__"]]["prompt_i2v"]
+
+
+def test_no_live_endpoint_stops_the_run_at_once(clips, tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="no captioning endpoint answers"):
+        run_caption_flow(str(clips), str(tmp_path), _config(dead))
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "manifest.parquet").exists()

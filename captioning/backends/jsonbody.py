@@ -3,16 +3,19 @@
 Eight frames are ~0.5 MB of base64 per request, and `json.dumps` checks and escapes every character of it one by one
 (~0.1 ms per frame), although a data URL never holds a character JSON must escape. At hundreds of requests per
 second that is the client's largest CPU cost, on the thread that also runs every request's I/O. Here a long ASCII
-string is checked for the characters `json.dumps` escapes (quote, backslash, controls, DEL) with one C-speed byte
-scan and, when it has none, copied as is: about twice as fast overall. The output is byte for byte
-`json.dumps(value, separators=(",", ":")).encode()`.
+string is checked for the characters `json.dumps` escapes (quote, backslash, DEL: three memchr scans; controls: a
+vectorised minimum) and, when it has none, copied as is: about three times as fast overall. The output is byte for
+byte `json.dumps(value, separators=(",", ":")).encode()`.
 """
 
 from __future__ import annotations
 
 import json
 
-_ESCAPED = bytes(range(0x20)) + b'"\\\x7f'  # what json.dumps escapes in an ASCII string, and nothing else
+import numpy as np
+
+# What json.dumps escapes in an ASCII string besides the control characters (< 0x20), and nothing else.
+_ESCAPED_PRINTABLE = (b'"', b"\\", b"\x7f")
 _FAST_MIN = 1024  # shorter strings are not worth a second look
 
 
@@ -26,7 +29,7 @@ def _encode(value: object, out: list[bytes]) -> None:
     if isinstance(value, str):
         if len(value) >= _FAST_MIN and value.isascii():
             raw = value.encode("ascii")
-            if len(raw.translate(None, _ESCAPED)) == len(raw):
+            if np.frombuffer(raw, np.uint8).min() >= 0x20 and not any(c in raw for c in _ESCAPED_PRINTABLE):
                 out += (b'"', raw, b'"')
                 return
         out.append(json.dumps(value).encode("ascii"))

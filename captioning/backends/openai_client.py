@@ -235,7 +235,9 @@ class OpenAIBackend(CaptionBackend):
                         exhausted = True
                         break
                     results.append(None)
-                    batch.append((len(results) - 1, request))
+                    # Encoded here, not on the loop's thread: the loop then only moves bytes, and a request waiting
+                    # for a slot is ready to go the moment one frees.
+                    batch.append((len(results) - 1, request, self._body(request, 0)))
                 if batch:
                     loop.call_soon_threadsafe(self._submit, call, batch, validate)
                     pending += len(batch)
@@ -320,10 +322,10 @@ class OpenAIBackend(CaptionBackend):
         }
         return list(self._clients.values())
 
-    def _submit(self, call: _Call, batch: list[tuple[int, CaptionRequest]], validate: Validator | None) -> None:
+    def _submit(self, call: _Call, batch: list[tuple[int, CaptionRequest, bytes]], validate: Validator | None) -> None:
         loop = asyncio.get_running_loop()
-        for index, request in batch:
-            task = loop.create_task(self._caption_one(request, validate))
+        for index, request, body in batch:
+            task = loop.create_task(self._caption_one(request, body, validate))
             call.tasks.add(task)
             task.add_done_callback(functools.partial(self._done, call, index))
 
@@ -339,9 +341,9 @@ class OpenAIBackend(CaptionBackend):
         for task in list(call.tasks):
             task.cancel()
 
-    async def _caption_one(self, request: CaptionRequest, validate: Validator | None) -> CaptionResult:
+    async def _caption_one(self, request: CaptionRequest, body: bytes, validate: Validator | None) -> CaptionResult:
         async with self._slots:
-            result = await self._attempts(request, validate)
+            result = await self._attempts(request, body, validate)
         with self._lock:
             self._totals.add(result)
         return result
@@ -358,11 +360,11 @@ class OpenAIBackend(CaptionBackend):
         }
         return encode_json(body)
 
-    async def _attempts(self, request: CaptionRequest, validate: Validator | None) -> CaptionResult:
+    async def _attempts(self, request: CaptionRequest, body: bytes, validate: Validator | None) -> CaptionResult:
+        """Attempts until an accepted answer or a final failure; `body` is the request encoded for the first ask."""
         start = time.perf_counter()
         key = urllib.parse.quote(request.key, safe="")
         attempts = retries = answer_retry = prompt_tokens = output_tokens = 0
-        body = self._body(request, answer_retry)
         avoid: Replica | None = None
         while True:
             with self._lock:
