@@ -4,6 +4,31 @@ InternVL tile, JPEG-encode them; a bounded pool runs ahead of the GPU.
 Sampling (`frame_indices`): the centre of each of N equal bins of the range, as InternVL's own video loader picks
 frames, so the frames cover the whole clip and never sit on its first or last frame (often a cut or a fade).
 
+Seeking (`seek`, PyAV only) decides whether those centres are decoded as they are or moved to keyframes:
+
+- `"keyframe"` (default): in each bin, the keyframe nearest the bin's centre (keyframes ranked by presentation
+  order from the packet index, so an HEVC CRA counts where it is shown; the earlier one on a tie), decoded alone:
+  one intra decode per frame, no reference chain, so a clip costs ~N keyframe decodes whatever its length. As for
+  the centres, the range's first and last frames are never picked (a clip's frame 0 is always a keyframe). A bin
+  that holds no other keyframe falls back to `exact` for its centre. The trade-off: a frame can be up to half a
+  bin from its uniform target (at most ceil(L / 2N) frames for a range of L frames; also at most half a GOP when
+  keyframes lie on both sides of the target inside the bin), never outside its own bin, so the frames still cover
+  the range in order; fallback frames are exactly on target. For 8 frames of a 10 s clip a bin is 1.25 s (a frame
+  moves <= 0.63 s); of a 60 s clip 7.5 s (<= 3.75 s; <= 1 s with 2 s GOPs). What it saves depends on the GOP,
+  since a bin holds a keyframe only when the keyframe interval is at most about a bin. Measured on 10 s 720p
+  clips, one core (`benchmarks/bench_frames.py`): with 2 s GOPs (YouTube-style, keyint 60 at 30 fps) 4 of 8
+  frames come from keyframes and a clip takes ~230 (H.264) / ~285 ms (HEVC), 1.5-1.6x faster than `exact`; with
+  x264/x265's default keyint 250, 1 of 8 and ~1.1x. On 60 s clips with 2 s GOPs all 8 come from keyframes:
+  ~95 / ~110 ms, ~5x faster than `exact`; with keyint 250 7 of 8 (bin 0 holds only frame 0 and falls back, a
+  112-frame chain): ~300 ms, ~5x faster than `exact`'s 1.3-1.7 s. A 720p keyframe decode costs ~7 ms (H.264) to
+  ~11 ms (HEVC) on one core, so 8 frames cannot go below ~70-100 ms per clip in software. Ranges shorter than 2N
+  frames are sampled exactly (bins under 2 frames; a floored centre can then lie in the neighbouring bin).
+  Captions must record `PreparedFrames.indices`, the frames actually used.
+- `"exact"`: the centres themselves, each decoded from the keyframe before it (below).
+
+Either way the frame returned for index i is frame i, bit-identical to a full decode (tested on H.264 and open- and
+closed-GOP HEVC).
+
 Size: every frame becomes one `size` x `size` square (448 by default), aspect ratio *not* kept. Why a square:
 InternVL3 cuts an image into 448 px tiles by its aspect ratio (plus a thumbnail when there is more than one tile),
 so a 16:9 frame of 448x252 becomes 2 tiles + thumbnail = 3 x 256 tokens under the server's default
@@ -17,11 +42,14 @@ Decoding (`decoder`):
 - `"pyav"` (default): a sparse reader on PyAV. It demuxes the packets once (about 1 ms for 300 packets: no
   decoding) to rank the timestamps, so frame k is exactly the k-th frame in presentation order (as in
   `yume_core.media.iter_frames`). It then decodes only from the keyframe at or before each sampled frame up to that
-  frame, and tells FFmpeg to skip the non-reference frames that are not sampled (`skip_frame=NONREF`, switched per
-  packet): no other frame depends on them, so the sampled frames are bit-identical to a full decode. Scaling and
-  colour conversion run in one swscale call (bicubic, which swscale widens when downscaling, so it anti-aliases)
-  on the 8 chosen frames only.
-  Containers without timestamps (a raw `.h264` stream) are decoded linearly, counting frames.
+  frame (for a keyframe: the keyframe alone), and tells FFmpeg to skip the non-reference frames that are not
+  sampled (`skip_frame=NONREF`, switched per packet): no other frame depends on them, so the sampled frames are
+  bit-identical to a full decode. Index and decoding share one open of the file (rewound; reopened only if the
+  rewind does not land on the first packet): opening an H.264 mp4 costs ~8 ms, about one 720p keyframe decode.
+  Scaling and colour conversion run in one swscale call (bicubic, which swscale widens when downscaling, so it
+  anti-aliases) on the 8 chosen frames only.
+  Containers without timestamps (a raw `.h264` stream) are decoded linearly, counting frames, and sampled exactly
+  whatever `seek` says.
 - `"decord"`: decord 0.6's `get_batch` with decord's own resize at decode time (measured: no slower than decoding
   at full size, where a Pillow resize afterwards costs ~6 ms per 720p frame). It decodes every frame between
   keyframe and target, so it measured 1.6-2.0x slower than the sparse reader on 720p H.264 and HEVC
@@ -30,7 +58,9 @@ Decoding (`decoder`):
   came back as 7 frames off by one or two, one of them twice (with a keyframe every 250 frames, as in the
   benchmark, the 8 samples happened to miss the leading pictures). Hence not the default; it stays selectable (the
   issue names it; a second opinion on an odd file), is exact on H.264 and closed-GOP HEVC in the tests, and is
-  imported only when chosen.
+  imported only when chosen. It is exact-only: it ignores `seek` and always decodes the uniform centres (its
+  keyframe list, `get_key_indices`, counts packets in decode order, which is not presentation order for open-GOP
+  keyframes, so picking keyframes through it would misplace them).
 
 Each decoder runs single-threaded: throughput comes from decoding several clips at once, one per core, which
 wastes nothing on thread synchronisation and needs no tuning per machine.
@@ -62,7 +92,7 @@ from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from yume_core.errors import RowError
-from yume_core.media import probe_video
+from yume_core.media import _open_input, probe_video
 
 __all__ = ["FrameConfig", "PreparedFrames", "frame_indices", "prepare_frames", "iter_prepared"]
 
@@ -159,7 +189,6 @@ def prepare_frames(
     ranges past the end, ValueError for a negative or empty range (a caller's bug, not the file's)."""
     if start < 0 or (stop is not None and stop <= start):
         raise ValueError(f"bad frame range [{start}, {stop})")
-    probe_video(video_path, count_frames=False)  # video_missing / video_unreadable with the project's messages
     read = _read_pyav if config.decoder == "pyav" else _read_decord
     indices, frames = read(str(video_path), config, start, stop)
     return PreparedFrames(
@@ -195,22 +224,36 @@ def _truncated(path: str, what: str) -> RowError:
 
 
 def _read_pyav(path: str, config: FrameConfig, start: int, stop: int | None) -> tuple[np.ndarray, list[np.ndarray]]:
-    pts, keyframe = _scan(path)
-    indices = _sample(path, len(keyframe), config, start, stop)
-    if pts is None:
-        return indices, _decode_linear(path, indices, config.size)
-    end = len(keyframe) if stop is None else stop
-    indices, target_pos = _pick(pts, keyframe, indices, config.seek, start, end)
-    return indices, _decode_sparse(path, pts, keyframe, target_pos, config.size)
+    # one open for the index and the decoding: opening an H.264 mp4 costs ~8 ms (FFmpeg decodes a frame to find
+    # the stream's parameters), as much as decoding one 720p keyframe
+    container, stream = _open_input(path)  # video_missing / video_unreadable with the project's messages
+    with container:
+        pts, keyframe = _index(path, container, stream)
+        indices = _sample(path, len(keyframe), config, start, stop)
+        if pts is None:
+            return indices, _decode_linear(path, indices, config.size)
+        end = len(keyframe) if stop is None else stop
+        indices, target_pos = _pick(pts, keyframe, indices, config.seek, start, end)
+        try:
+            container.seek(0)
+            return indices, _decode_sparse(path, container, pts, keyframe, target_pos, config.size)
+        except (_Misplaced, av.FFmpegError, RowError):
+            pass  # the rewind went wrong, or the file is damaged: a fresh open decodes it again, or says why not
+    with av.open(path) as container:
+        return indices, _decode_sparse(path, container, pts, keyframe, target_pos, config.size)
 
 
 def _scan(path: str) -> tuple[np.ndarray | None, np.ndarray]:
-    """The packet index in decode order: (timestamps, or None when any packet has none; keyframe flags)."""
+    """The packet index of a file in decode order: (timestamps, or None when a packet has none; keyframe flags)."""
+    container, stream = _open_input(path)
+    with container:
+        return _index(path, container, stream)
+
+
+def _index(path: str, container, stream) -> tuple[np.ndarray | None, np.ndarray]:
     try:
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            promised = int(stream.frames or 0)
-            scan = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size > 0]
+        promised = int(stream.frames or 0)
+        scan = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size > 0]
     except av.FFmpegError as e:
         raise _truncated(path, f"demuxing failed ({e})") from None
     if len(scan) < promised:  # the file ends before its index does: sampling the rest would misplace the frames
@@ -228,15 +271,22 @@ def _pick(
 
     `exact`: the targets. `keyframe`: in each target's bin (the frames i of [start, end) with (i - start) * num //
     (end - start) equal to the target's k), the keyframe nearest to the target (the earlier one on a tie), or the
-    target itself where the bin holds no keyframe. Keyframes are ranked by presentation order (timestamp), so an
-    open-GOP keyframe (HEVC CRA) counts where it is shown, after its leading pictures."""
+    target itself where the bin holds no keyframe other than the range's first or last frame; ranges of fewer than
+    2 * num frames are sampled exactly.
+    Keyframes are ranked by presentation order (timestamp), so an open-GOP keyframe (HEVC CRA) counts where it is
+    shown, after its leading pictures."""
     order = np.argsort(pts, kind="stable")  # order[i]: decode-order position of the i-th frame shown
     num, length = len(targets), end - start
-    if seek == "exact" or length <= num:  # a range of at most num frames gives every frame: nothing to choose
+    if seek == "exact" or length < 2 * num:
+        # bins under 2 frames: little to choose from, and a floored target can lie outside its own bin (the target
+        # of bin 5 of [0, 10) in 8 bins is frame 6, which lies in bin 4 by the rule above)
         return targets, order[targets]
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     keys = np.sort(rank[keyframe])  # presentation indices of the keyframes
+    # never the range's first or last frame (see frame_indices): a clip's frame 0 is always a keyframe, and would
+    # otherwise be bin 0's pick whenever the GOP is longer than half a bin
+    keys = keys[(keys > start) & (keys < end - 1)]
     k = np.arange(num, dtype=np.int64)
     lo = start + (k * length + num - 1) // num  # bin k is [lo, hi): ceil(k L / num) <= i - start < ceil((k+1) L / num)
     hi = start + ((k + 1) * length + num - 1) // num
@@ -260,7 +310,12 @@ def _needed_packets(pts: np.ndarray, keyframe: np.ndarray, target_pos: np.ndarra
     return need
 
 
-def _decode_sparse(path: str, pts: np.ndarray, keyframe: np.ndarray, target_pos: np.ndarray, size: int):
+class _Misplaced(Exception):
+    """The second pass over the packets does not see the packets of the index (a rewind that went wrong)."""
+
+
+def _decode_sparse(path: str, container, pts: np.ndarray, keyframe: np.ndarray, target_pos: np.ndarray, size: int):
+    """Decode the frames at decode-order positions `target_pos` from `container`, read from its first packet."""
     need = _needed_packets(pts, keyframe, target_pos)
     last = int(target_pos.max())
     want = set(pts[target_pos].tolist())
@@ -272,30 +327,31 @@ def _decode_sparse(path: str, pts: np.ndarray, keyframe: np.ndarray, target_pos:
             if frame.pts in want and frame.pts not in got:
                 got[frame.pts] = _rgb(reformatter, frame, size)
 
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        ctx = stream.codec_context
-        ctx.thread_count = 1
-        pos, live = 0, False  # live: the decoder holds state from packets sent since its last flush
-        try:
-            for packet in container.demux(stream):
-                if packet.size <= 0:
-                    continue
-                if pos > last:
-                    break
-                if need[pos]:
-                    ctx.skip_frame = "DEFAULT" if packet.pts in want else "NONREF"
-                    keep(ctx.decode(packet))
-                    live = True
-                elif live:  # jumping ahead to another keyframe: drain the frames held for reordering, then reset
-                    keep(ctx.decode(None))
-                    ctx.flush_buffers()
-                    live = False
-                pos += 1
-            if live:
+    stream = container.streams.video[0]
+    ctx = stream.codec_context
+    ctx.thread_count = 1
+    pos, live = 0, False  # live: the decoder holds state from packets sent since its last flush
+    try:
+        for packet in container.demux(stream):
+            if packet.size <= 0:
+                continue
+            if pos > last:
+                break
+            if packet.pts != pts[pos]:
+                raise _Misplaced(f"packet {pos} has pts {packet.pts}, the index {pts[pos]}")
+            if need[pos]:
+                ctx.skip_frame = "DEFAULT" if packet.pts in want else "NONREF"
+                keep(ctx.decode(packet))
+                live = True
+            elif live:  # jumping ahead to another keyframe: drain the frames held for reordering, then reset
                 keep(ctx.decode(None))
-        except av.FFmpegError as e:
-            raise _truncated(path, f"decoding failed near packet {pos} ({e})") from None
+                ctx.flush_buffers()
+                live = False
+            pos += 1
+        if live:
+            keep(ctx.decode(None))
+    except av.FFmpegError as e:
+        raise _truncated(path, f"decoding failed near packet {pos} ({e})") from None
     if len(got) < len(want):
         raise _truncated(path, f"{len(want) - len(got)} of {len(want)} sampled frames did not decode")
     return [got[p] for p in pts[target_pos].tolist()]
@@ -337,6 +393,7 @@ def _read_decord(path: str, config: FrameConfig, start: int, stop: int | None) -
         import decord
     except ImportError:
         raise RuntimeError("decoder='decord' needs the decord package (pip install decord); or use decoder='pyav'")
+    probe_video(path, count_frames=False)  # video_missing / video_unreadable with the project's messages
     try:
         reader = decord.VideoReader(path, ctx=decord.cpu(0), width=config.size, height=config.size, num_threads=1)
     except decord.DECORDError as e:

@@ -3,6 +3,10 @@
 Test videos encode each frame's index in its content (a flat grey of level index * STEP), so a decoded JPEG's mean
 says which source frame it is. They use each encoder's defaults (B-frames; for x265 open GOPs, i.e. CRA keyframes
 with leading pictures) and short GOPs, so sparse sampling has to seek across several keyframes.
+
+`seek="exact"` must return exactly the uniform targets; `seek="keyframe"` (the default) must return, per bin, the
+keyframe nearest the target where the bin holds one (read independently here from the packet flags) and the target
+itself where it does not, and in both cases the pixels of the index it reports.
 """
 
 from __future__ import annotations
@@ -41,7 +45,36 @@ def clips(tmp_path_factory):
     write_video(out["hevc"], frames, 30, codec="libx265", gop=8)
     write_video(out["hevc_closed"], frames, 30, codec="libx265", gop=8, options={"x265-params": "open-gop=0"})
     write_video(out["raw"], frames, 30, codec="libx264", gop=8)
+    # for seek="keyframe": a keyframe every 10 frames (short GOP), and one at frame 0 only (long GOP)
+    for kind, codec in (("h264", "libx264"), ("hevc", "libx265")):
+        for gop in (10, N):
+            out[f"{kind}_gop{gop}"] = d / f"{kind}_gop{gop}.mp4"
+            write_video(out[f"{kind}_gop{gop}"], frames, 30, codec=codec, gop=gop)
     return out
+
+
+def _keyframes(path) -> list[int]:
+    """Presentation indices of the keyframes, read from the packet flags with PyAV (not through captioning.frames)."""
+    import av
+
+    with av.open(str(path)) as container:
+        packets = [(p.pts, p.is_keyframe) for p in container.demux(container.streams.video[0]) if p.size > 0]
+    shown = sorted(pts for pts, _ in packets)
+    return sorted(shown.index(pts) for pts, key in packets if key)
+
+
+def _expected_keyframe_picks(path, num: int, start: int, end: int) -> list[int]:
+    """Per bin (frames i with (i - start) * num // (end - start) == k): the keyframe nearest the uniform target,
+    the earlier on a tie, or the target when the bin holds no keyframe other than the range's first or last frame;
+    ranges under 2 frames per bin: the targets."""
+    if end - start < 2 * num:  # bins under 2 frames wide are sampled exactly
+        return frame_indices(end, num, start, end).tolist()
+    keys = [i for i in _keyframes(path) if start < i < end - 1]  # never the range's first or last frame
+    picks = []
+    for k, target in enumerate(frame_indices(end, num, start, end).tolist()):
+        inside = [i for i in keys if (i - start) * num // (end - start) == k]
+        picks.append(min(inside, key=lambda i: (abs(i - target), i)) if inside else target)
+    return picks
 
 
 def _levels(prepared: PreparedFrames) -> np.ndarray:
@@ -95,8 +128,8 @@ def test_bad_ranges_raise(n, num, start, stop):
 
 
 @pytest.mark.parametrize("kind", ["h264", "hevc", "hevc_closed", "raw"])
-def test_pyav_returns_exactly_the_sampled_frames(clips, kind):
-    prepared = prepare_frames(clips[kind], FrameConfig(size=64))
+def test_exact_seek_returns_exactly_the_sampled_frames(clips, kind):
+    prepared = prepare_frames(clips[kind], FrameConfig(size=64, seek="exact"))
     assert prepared.indices.tolist() == frame_indices(N, 8).tolist()
     assert len(prepared.jpegs) == 8
     np.testing.assert_allclose(_levels(prepared), prepared.indices, atol=0.5)
@@ -104,10 +137,132 @@ def test_pyav_returns_exactly_the_sampled_frames(clips, kind):
 
 @pytest.mark.parametrize("kind", ["h264", "hevc"])
 @pytest.mark.parametrize("start, stop", [(9, 33), (30, 40), (0, 5), (17, 18)])
-def test_segments_sample_inside_their_range(clips, kind, start, stop):
-    prepared = prepare_frames(clips[kind], FrameConfig(size=32), start, stop)
+def test_exact_segments_sample_inside_their_range(clips, kind, start, stop):
+    prepared = prepare_frames(clips[kind], FrameConfig(size=32, seek="exact"), start, stop)
     assert prepared.indices.tolist() == frame_indices(N, 8, start, stop).tolist()
     np.testing.assert_allclose(_levels(prepared), prepared.indices, atol=0.5)
+
+
+# seek="keyframe"
+
+
+def _check_keyframe_picks(prepared: PreparedFrames, path, num: int, start: int, end: int) -> None:
+    """The picks are the expected ones, one per bin in order, at most half a bin from their targets, and each JPEG
+    shows the frame its index names."""
+    got = prepared.indices.tolist()
+    assert got == _expected_keyframe_picks(path, num, start, end)
+    if end - start >= 2 * num:  # as frame_indices: never the first or last frame of the range
+        assert got[0] > start and got[-1] < end - 1
+    length = end - start
+    targets = frame_indices(end, num, start, end)
+    if length >= 2 * num:
+        assert [(i - start) * num // length for i in got] == list(range(num))  # each in its own bin
+        assert np.abs(prepared.indices - targets).max() <= -(-length // (2 * num))  # ceil(L / 2 num)
+    np.testing.assert_allclose(_levels(prepared), prepared.indices, atol=0.5)
+
+
+@pytest.mark.parametrize("kind", ["h264", "hevc"])
+@pytest.mark.parametrize(
+    "num, start, stop", [(3, 0, None), (3, 1, None), (3, 5, 37), (2, 12, 33), (1, 3, None), (1, 0, 30)]
+)
+def test_keyframe_seek_with_short_gops_returns_keyframes_in_their_bins(clips, kind, num, start, stop):
+    """A keyframe every 10 frames and bins of 13 or more: every bin holds a keyframe besides frame 0, so only
+    keyframes come back (for x265: CRAs of open GOPs, ranked where they are shown, after their leading pictures).
+    One bin over [3, 40) holds 10, 20 and 30: the pick is the nearest to the target 21; over [0, 30), 10 and 20 are
+    as near to 15: the earlier."""
+    path = clips[f"{kind}_gop10"]
+    end = N if stop is None else stop
+    prepared = prepare_frames(path, FrameConfig(num_frames=num, size=32), start, stop)
+    assert set(prepared.indices.tolist()) <= set(_keyframes(path)) == {0, 10, 20, 30}
+    assert prepared.indices.tolist() != frame_indices(N, num, start, end).tolist()  # the picks do move
+    _check_keyframe_picks(prepared, path, num, start, end)
+
+
+@pytest.mark.parametrize("kind", ["h264", "hevc"])
+def test_keyframe_seek_decodes_only_the_keyframes_it_picks(clips, kind):
+    """No reference chain: the packets sent to the decoder are the picked keyframes' and nothing else."""
+    from captioning.frames import _needed_packets, _pick, _scan
+
+    pts, keyframe = _scan(str(clips[f"{kind}_gop10"]))
+    picked, target_pos = _pick(pts, keyframe, frame_indices(N, 3), "keyframe", 0, N)
+    assert picked.tolist() == [10, 20, 30]
+    assert np.flatnonzero(_needed_packets(pts, keyframe, target_pos)).tolist() == sorted(target_pos.tolist())
+    assert keyframe[target_pos].all()
+    exact, exact_pos = _pick(pts, keyframe, frame_indices(N, 3), "exact", 0, N)
+    assert exact.tolist() == [6, 20, 33] and _needed_packets(pts, keyframe, exact_pos).sum() > 3
+
+
+@pytest.mark.parametrize("kind", ["h264", "hevc"])
+@pytest.mark.parametrize("num, start, stop", [(8, 0, None), (6, 3, 38)])
+def test_keyframe_seek_falls_back_to_exact_where_a_bin_has_no_keyframe(clips, kind, num, start, stop):
+    """Bins of 5 or 6 frames with a keyframe every 10: about half the bins hold one; the others get their uniform
+    target, decoded exactly."""
+    path = clips[f"{kind}_gop10"]
+    end = N if stop is None else stop
+    prepared = prepare_frames(path, FrameConfig(num_frames=num, size=32), start, stop)
+    targets = frame_indices(N, num, start, end).tolist()
+    keys = set(_keyframes(path))
+    fell_back = [k for k, i in enumerate(prepared.indices.tolist()) if i not in keys]
+    assert 0 < len(fell_back) < num
+    assert all(prepared.indices[k] == targets[k] for k in fell_back)  # the uniform target itself
+    inner = [i for i in keys if start < i < end - 1]
+    assert all(not any((i - start) * num // (end - start) == k for i in inner) for k in fell_back)
+    _check_keyframe_picks(prepared, path, num, start, end)
+
+
+@pytest.mark.parametrize("kind", ["h264", "hevc"])
+@pytest.mark.parametrize("num, start, stop", [(8, 0, None), (4, 9, 33), (3, 0, 40)])
+def test_keyframe_seek_with_a_long_gop_falls_back_and_stays_exact(clips, kind, num, start, stop):
+    """One keyframe in the whole clip, frame 0, which is never picked (the first frame of the range): every frame
+    is its uniform target, with the right pixels."""
+    path = clips[f"{kind}_gop{N}"]
+    end = N if stop is None else stop
+    assert _keyframes(path) == [0]
+    prepared = prepare_frames(path, FrameConfig(num_frames=num, size=32), start, stop)
+    assert prepared.indices.tolist() == frame_indices(N, num, start, end).tolist()
+    _check_keyframe_picks(prepared, path, num, start, end)
+
+
+def test_a_failed_rewind_decodes_from_a_fresh_open(clips, monkeypatch):
+    """Index and decoding share one open; if the second pass does not see the index's packets, open again."""
+    import captioning.frames as frames
+
+    real, calls = frames._decode_sparse, []
+
+    def first_fails(path, container, *args):
+        calls.append(container)
+        if len(calls) == 1:
+            raise frames._Misplaced("packet 0")
+        return real(path, container, *args)
+
+    monkeypatch.setattr(frames, "_decode_sparse", first_fails)
+    prepared = prepare_frames(clips["hevc"], FrameConfig(size=32, seek="exact"))
+    assert len(calls) == 2 and calls[0] is not calls[1]
+    assert prepared.indices.tolist() == frame_indices(N, 8).tolist()
+    np.testing.assert_allclose(_levels(prepared), prepared.indices, atol=0.5)
+
+
+@pytest.mark.parametrize("kind", ["h264", "hevc"])
+def test_keyframe_seek_never_picks_the_first_frame_of_the_range(clips, kind):
+    """Frame 0 (always a keyframe) and a segment starting on a keyframe: that bin gets its exact target instead."""
+    path = clips[f"{kind}_gop10"]
+    assert prepare_frames(path, FrameConfig(num_frames=4, size=32)).indices.tolist() == [5, 10, 20, 30]
+    assert prepare_frames(path, FrameConfig(num_frames=3, size=32), 10, 40).indices.tolist() == [15, 20, 30]
+
+
+@pytest.mark.parametrize("kind", ["h264", "hevc", "hevc_closed", "raw"])
+@pytest.mark.parametrize("start, stop", [(0, None), (9, 33), (30, 40), (0, 5), (17, 18)])
+def test_keyframe_seek_is_the_default_and_keeps_its_guarantees(clips, kind, start, stop):
+    """The default config on the GOP-8 clips, whole and in segments; short segments give every frame (nothing to
+    choose), and a raw stream without timestamps is decoded linearly, so it samples exactly."""
+    assert FrameConfig().seek == "keyframe"
+    end = N if stop is None else stop
+    prepared = prepare_frames(clips[kind], FrameConfig(size=32), start, stop)
+    if kind == "raw":
+        assert prepared.indices.tolist() == frame_indices(N, 8, start, end).tolist()
+        np.testing.assert_allclose(_levels(prepared), prepared.indices, atol=0.5)
+    else:
+        _check_keyframe_picks(prepared, clips[kind], 8, start, end)
 
 
 def test_frames_are_square_jpegs_of_the_configured_size(clips):
@@ -141,17 +296,21 @@ def test_real_sample_clip_keeps_its_picture(tmp_path):
         assert errors[i] < 3.0 and errors[i] <= min(errors) + 0.5  # still segments repeat a frame exactly
 
 
+@pytest.mark.parametrize("seek", ["exact", "keyframe"])
 @pytest.mark.parametrize("codec", ["libx264", "libx265"])
-def test_sparse_decoding_is_bit_identical_to_decoding_everything(tmp_path, codec):
-    """Skipping packets and non-reference frames must not change a single pixel of the sampled frames."""
+def test_sparse_decoding_is_bit_identical_to_decoding_everything(tmp_path, codec, seek):
+    """Skipping packets and non-reference frames, or decoding a keyframe alone, must not change a single pixel of
+    the sampled frames."""
     from captioning.frames import _decode_linear, _read_pyav
     from yume_core.media import read_frames
 
     sample = make_sekai_sample(tmp_path / "s", n_clips=1, n_frames=48, size=(128, 72))
     path = tmp_path / "walk.mp4"
     write_video(path, read_frames(sample.video_path(sample.clip_ids[0])), 30, codec=codec, gop=12)
-    config = FrameConfig(num_frames=6, size=64)
+    config = FrameConfig(num_frames=6, size=64, seek=seek)
     indices, sparse = _read_pyav(str(path), config, 5, 47)
+    if seek == "keyframe":  # bins of 7 frames, keyframes at 12, 24, 36: some of each
+        assert 0 < len(set(indices.tolist()) & {12, 24, 36}) < 6
     linear = _decode_linear(str(path), indices, 64)
     assert len(sparse) == 6
     for a, b in zip(sparse, linear):
@@ -161,10 +320,18 @@ def test_sparse_decoding_is_bit_identical_to_decoding_everything(tmp_path, codec
 @pytest.mark.parametrize("kind", ["h264", "hevc_closed"])
 def test_decord_and_pyav_agree(clips, kind):
     pytest.importorskip("decord")
-    a = prepare_frames(clips[kind], FrameConfig(size=64, decoder="pyav"), 3, 38)
-    b = prepare_frames(clips[kind], FrameConfig(size=64, decoder="decord"), 3, 38)
+    a = prepare_frames(clips[kind], FrameConfig(size=64, decoder="pyav", seek="exact"), 3, 38)
+    b = prepare_frames(clips[kind], FrameConfig(size=64, decoder="decord", seek="exact"), 3, 38)
     assert a.indices.tolist() == b.indices.tolist()
     np.testing.assert_allclose(_levels(a), _levels(b), atol=0.5)
+    np.testing.assert_allclose(_levels(b), b.indices, atol=0.5)
+
+
+def test_decord_is_exact_only(clips):
+    """decord ignores seek (documented): with the default seek="keyframe" it still returns the uniform targets."""
+    pytest.importorskip("decord")
+    b = prepare_frames(clips["h264_gop10"], FrameConfig(num_frames=3, size=32, decoder="decord"))
+    assert b.indices.tolist() == frame_indices(N, 3).tolist() == [6, 20, 33]
     np.testing.assert_allclose(_levels(b), b.indices, atol=0.5)
 
 
@@ -211,7 +378,8 @@ def test_bad_arguments_are_value_errors(clips, start, stop):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"num_frames": 0}, {"size": 8}, {"jpeg_quality": 100}, {"decoder": "auto"}, {"pool": "ray"}, {"workers": -1}],
+    [{"num_frames": 0}, {"size": 8}, {"jpeg_quality": 100}, {"decoder": "auto"}, {"pool": "ray"}, {"workers": -1},
+     {"seek": "nearest"}],
 )
 def test_config_is_checked(kwargs):
     with pytest.raises(ValueError):
@@ -231,7 +399,7 @@ def test_inflight_defaults_to_twice_the_workers():
 def test_pool_prepares_every_item_and_reports_bad_ones(clips, tmp_path):
     items = [("a", clips["h264"], 0, None), ("b", tmp_path / "missing.mp4", 0, None), ("c", clips["hevc"], 10, 20),
              ("d", clips["h264"], 30, 99)]
-    got = dict(iter_prepared(items, FrameConfig(size=32, workers=2)))
+    got = dict(iter_prepared(items, FrameConfig(size=32, workers=2, seek="exact")))
     assert set(got) == {"a", "b", "c", "d"}
     assert isinstance(got["a"], PreparedFrames) and got["a"].indices.tolist() == frame_indices(N, 8).tolist()
     np.testing.assert_allclose(_levels(got["c"]), frame_indices(N, 8, 10, 20), atol=0.5)
