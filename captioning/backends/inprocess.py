@@ -24,7 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from captioning.backends.base import CaptionRequest, CaptionResult, Validator, answer_sampling, judge, rejected
+from captioning.backends.base import (
+    CaptionBackend,
+    CaptionRequest,
+    CaptionResult,
+    Validator,
+    answer_sampling,
+    judge,
+    rejected,
+)
 from captioning.backends.progress import CaptionProgress
 from captioning.backends.totals import CaptionTotals
 from yume_core.errors import RowError
@@ -311,3 +319,29 @@ def count_images(messages: list[dict]) -> int:
         for part in message["content"]
         if isinstance(part, dict) and part.get("type") == "image_url"
     )
+
+
+class BatchedBackend(CaptionBackend):
+    """An in-process engine: batches of attempts go through `_generate_batch`; `run_batched` keeps the contract
+    (input order, one result per request, answer retries, totals). Subclasses set `batch_size`, `seed`,
+    `max_answer_retries`, `progress` and `_stats` (a `Stats`)."""
+
+    def _generate_batch(self, batch: list[Attempt]) -> list:
+        raise NotImplementedError
+
+    def caption(
+        self,
+        requests: Iterable[CaptionRequest],
+        on_result: Callable[[CaptionResult], None] | None = None,
+        *,
+        validate: Validator | None = None,
+    ) -> list[CaptionResult]:
+        return run_batched(
+            requests, self._generate_batch, batch_size=self.batch_size, default_seed=self.seed,
+            max_answer_retries=self.max_answer_retries, on_result=on_result, validate=validate,
+            stats=self._stats, progress=self.progress, progress_desc=f"captioning ({self.name})",
+        )
+
+    def stats(self) -> dict:
+        """Totals over every call so far (`CaptionTotals.summary()`)."""
+        return self._stats.summary()

@@ -39,18 +39,17 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from captioning.backends.base import CaptionBackend, CaptionRequest, CaptionResult, Validator
+from captioning.backends.base import CaptionRequest
 from captioning.backends.inprocess import (
     BAD_INPUT,
     PROMPT_TOO_LONG,
     Attempt,
+    BatchedBackend,
     Generation,
     Outcome,
     Stats,
-    run_batched,
     split_messages,
 )
 from captioning.backends.model_spec import resolve_model
@@ -68,7 +67,7 @@ class _Prepared:
     pixel_values: object  # torch.Tensor (tiles, 3, H, W) or None
 
 
-class TransformersBackend(CaptionBackend):
+class TransformersBackend(BatchedBackend):
     name = "transformers"
 
     def __init__(
@@ -86,7 +85,11 @@ class TransformersBackend(CaptionBackend):
     ):
         """`progress`: a bar on stderr (None: only on a terminal; default off, as the flow shows its own)."""
         import torch
-        from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
+        from transformers import (
+            AutoImageProcessor,
+            AutoModelForImageTextToText,
+            AutoTokenizer,
+        )
         from transformers.utils import logging as hf_logging
 
         if batch_size < 1 or max_answer_retries < 0 or max_tiles_per_image < 1:
@@ -157,23 +160,6 @@ class TransformersBackend(CaptionBackend):
 
     # --- the contract ------------------------------------------------------------------------------------------
 
-    def caption(
-        self,
-        requests: Iterable[CaptionRequest],
-        on_result: Callable[[CaptionResult], None] | None = None,
-        *,
-        validate: Validator | None = None,
-    ) -> list[CaptionResult]:
-        return run_batched(
-            requests, self._generate_locked, batch_size=self.batch_size, default_seed=self.seed,
-            max_answer_retries=self.max_answer_retries, on_result=on_result, validate=validate,
-            stats=self._stats, progress=self.progress, progress_desc=f"captioning ({self.name})",
-        )
-
-    def stats(self) -> dict:
-        """Totals over every call so far (`CaptionTotals.summary()`)."""
-        return self._stats.summary()
-
     def close(self) -> None:
         with self._lock:
             net = self.__dict__.pop("net", None)
@@ -186,7 +172,7 @@ class TransformersBackend(CaptionBackend):
 
     # --- one batch ---------------------------------------------------------------------------------------------
 
-    def _generate_locked(self, batch: list[Attempt]) -> list[Outcome]:
+    def _generate_batch(self, batch: list[Attempt]) -> list[Outcome]:
         import torch
 
         with self._lock:

@@ -26,20 +26,19 @@ the same prompt on both paths.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
 from typing import Any
 
-from captioning.backends.base import CaptionBackend, CaptionRequest, CaptionResult, Validator
+from captioning.backends.base import CaptionRequest
 from captioning.backends.inprocess import (
     BAD_INPUT,
     ENGINE_ERROR,
     PROMPT_TOO_LONG,
     Attempt,
+    BatchedBackend,
     Generation,
     Outcome,
-    count_images,
     Stats,
-    run_batched,
+    count_images,
     split_messages,
 )
 from captioning.backends.model_spec import resolve_model
@@ -118,7 +117,7 @@ def error_from_exception(exc: BaseException) -> RowError:
     return RowError(BAD_INPUT, f"vLLM rejected the request: {message}")
 
 
-class VLLMBackend(CaptionBackend):
+class VLLMBackend(BatchedBackend):
     name = "vllm"
 
     def __init__(
@@ -171,23 +170,6 @@ class VLLMBackend(CaptionBackend):
 
     # --- the contract ------------------------------------------------------------------------------------------
 
-    def caption(
-        self,
-        requests: Iterable[CaptionRequest],
-        on_result: Callable[[CaptionResult], None] | None = None,
-        *,
-        validate: Validator | None = None,
-    ) -> list[CaptionResult]:
-        return run_batched(
-            requests, self._generate, batch_size=self.batch_size, default_seed=self.seed,
-            max_answer_retries=self.max_answer_retries, on_result=on_result, validate=validate,
-            stats=self._stats, progress=self.progress, progress_desc=f"captioning ({self.name})",
-        )
-
-    def stats(self) -> dict:
-        """Totals over every call so far (`CaptionTotals.summary()`)."""
-        return self._stats.summary()
-
     def close(self) -> None:
         with self._lock:
             llm, self.llm = self.llm, None
@@ -212,7 +194,7 @@ class VLLMBackend(CaptionBackend):
             self._sampling_params_cls = import_vllm().SamplingParams
         return self._sampling_params_cls(**sampling_kwargs(attempt, self.model_defaults))
 
-    def _generate(self, batch: list[Attempt]) -> list[Outcome]:
+    def _generate_batch(self, batch: list[Attempt]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(batch)
         slots, conversations, params = [], [], []
         for slot, attempt in enumerate(batch):
