@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sized
@@ -34,7 +33,7 @@ from captioning.backends.base import (
     rejected,
 )
 from captioning.backends.progress import CaptionProgress
-from captioning.backends.totals import CaptionTotals
+from captioning.backends.totals import Stats
 from yume_core.errors import RowError
 
 BAD_INPUT = "caption_bad_input"
@@ -66,44 +65,6 @@ class Generation:
 
 Outcome = Generation | RowError
 Engine = Callable[[list[Attempt]], list[Outcome]]
-
-
-class Stats:
-    """Totals over every `caption` call of a backend (`CaptionTotals`), safe across threads; `summary()` is what
-    the backend's `stats()` returns, like `OpenAIBackend.stats()` without the per-endpoint part."""
-
-    def __init__(self) -> None:
-        self._totals = CaptionTotals()
-        self._lock = threading.Lock()
-        self._active = 0
-        self._active_since = 0.0
-
-    def begin(self) -> None:
-        with self._lock:
-            if self._active == 0:
-                self._active_since = time.perf_counter()
-            self._active += 1
-
-    def end(self) -> None:
-        with self._lock:
-            self._active -= 1
-            if self._active == 0:
-                self._totals.seconds += time.perf_counter() - self._active_since
-
-    def add(self, result: CaptionResult) -> None:
-        with self._lock:
-            self._totals.add(result)
-
-    def retried(self, reason: str) -> None:
-        with self._lock:
-            self._totals.retries[reason] += 1
-
-    def summary(self) -> dict:
-        with self._lock:
-            summary = self._totals.summary()
-            if self._active:
-                summary["seconds"] += time.perf_counter() - self._active_since
-            return summary
 
 
 @dataclass

@@ -61,7 +61,7 @@ from captioning.backends.base import (
 from captioning.backends.jsonbody import encode_json
 from captioning.backends.progress import CaptionProgress
 from captioning.backends.retry import parse_retry_after, retry_delay
-from captioning.backends.totals import CaptionTotals
+from captioning.backends.totals import Stats
 from yume_core.errors import RowError
 
 CONNECT_TIMEOUT = 10.0  # a replica that does not even accept a connection in this time is treated as down
@@ -200,10 +200,8 @@ class OpenAIBackend(CaptionBackend):
         self.seed = seed
         self.progress = progress
         self._balancer = Balancer(self.endpoints, breaker_failures, breaker_cooldown)
-        self._totals = CaptionTotals()
-        self._lock = threading.Lock()  # guards _balancer, _totals, _active*, starting and closing
-        self._active = 0
-        self._active_since = 0.0
+        self._stats = Stats()
+        self._lock = threading.Lock()  # guards _balancer, starting and closing
         self._rng = random.Random(seed)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._finalizer: weakref.finalize | None = None
@@ -225,7 +223,7 @@ class OpenAIBackend(CaptionBackend):
         pending = 0
         source = iter(requests)
         exhausted = False
-        self._begin()
+        self._stats.begin()
         try:
             while True:
                 batch = []
@@ -259,17 +257,15 @@ class OpenAIBackend(CaptionBackend):
             raise
         finally:
             progress.close()
-            self._end()
+            self._stats.end()
 
     def stats(self) -> dict:
         """Totals over every call so far (`CaptionTotals.summary()`): results, failures by reason, attempts, retries
         by cause (`timeout`, `connection`, `rate_limited`, `server_error`, `bad_response`, or the validator's reason),
         prompt and output tokens in all and per clip, wall time, clips/s, output tokens/s; plus `endpoints`: attempts,
         successes, failures by cause and circuit-breaker openings per replica."""
+        summary = self._stats.summary()
         with self._lock:
-            summary = self._totals.summary()
-            if self._active:
-                summary["seconds"] += time.perf_counter() - self._active_since
             summary["endpoints"] = self._balancer.snapshot()
         return summary
 
@@ -278,18 +274,6 @@ class OpenAIBackend(CaptionBackend):
             finalizer, self._finalizer, self._loop = self._finalizer, None, None
         if finalizer is not None:
             finalizer()
-
-    def _begin(self) -> None:
-        with self._lock:
-            if self._active == 0:
-                self._active_since = time.perf_counter()
-            self._active += 1
-
-    def _end(self) -> None:
-        with self._lock:
-            self._active -= 1
-            if self._active == 0:
-                self._totals.seconds += time.perf_counter() - self._active_since
 
     def _start(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -344,8 +328,7 @@ class OpenAIBackend(CaptionBackend):
     async def _caption_one(self, request: CaptionRequest, body: bytes, validate: Validator | None) -> CaptionResult:
         async with self._slots:
             result = await self._attempts(request, body, validate)
-        with self._lock:
-            self._totals.add(result)
+        self._stats.add(result)
         return result
 
     def _body(self, request: CaptionRequest, answer_retry: int) -> bytes:
@@ -402,8 +385,7 @@ class OpenAIBackend(CaptionBackend):
                         time.perf_counter() - start, replica.url, error,
                     )  # fmt: skip
                 retries += 1
-                with self._lock:
-                    self._totals.retries[failure.cause] += 1
+                self._stats.retried(failure.cause)
                 avoid = replica
                 await asyncio.sleep(
                     retry_delay(retries, failure.retry_after, self.backoff_base, self.backoff_max, self._rng)
@@ -422,8 +404,7 @@ class OpenAIBackend(CaptionBackend):
             if answer_retry >= self.max_answer_retries:
                 return replace(result, error=rejected(verdict, answer_retry + 1, text))
             answer_retry += 1
-            with self._lock:
-                self._totals.retries[verdict.reason] += 1
+            self._stats.retried(verdict.reason)
             body = self._body(request, answer_retry)
             avoid = None
 

@@ -49,10 +49,10 @@ from captioning.backends.inprocess import (
     BatchedBackend,
     Generation,
     Outcome,
-    Stats,
     split_messages,
 )
 from captioning.backends.model_spec import resolve_model
+from captioning.backends.totals import Stats
 from yume_core.errors import RowError
 
 __all__ = ["TransformersBackend"]

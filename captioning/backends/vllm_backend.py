@@ -37,11 +37,11 @@ from captioning.backends.inprocess import (
     BatchedBackend,
     Generation,
     Outcome,
-    Stats,
     count_images,
     split_messages,
 )
 from captioning.backends.model_spec import resolve_model
+from captioning.backends.totals import Stats
 from captioning.serving import DEFAULT_MODEL, engine_args
 from yume_core.errors import RowError
 
