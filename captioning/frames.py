@@ -81,7 +81,14 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Hashable, Iterable, Iterator
@@ -92,7 +99,7 @@ from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from yume_core.errors import RowError
-from yume_core.media import _open_input, probe_video
+from yume_core.media import open_input, probe_video
 
 __all__ = ["FrameConfig", "PreparedFrames", "frame_indices", "prepare_frames", "iter_prepared"]
 
@@ -226,7 +233,7 @@ def _truncated(path: str, what: str) -> RowError:
 def _read_pyav(path: str, config: FrameConfig, start: int, stop: int | None) -> tuple[np.ndarray, list[np.ndarray]]:
     # one open for the index and the decoding: opening an H.264 mp4 costs ~8 ms (FFmpeg decodes a frame to find
     # the stream's parameters), as much as decoding one 720p keyframe
-    container, stream = _open_input(path)  # video_missing / video_unreadable with the project's messages
+    container, stream = open_input(path)  # video_missing / video_unreadable with the project's messages
     with container:
         pts, keyframe = _index(path, container, stream)
         indices = _sample(path, len(keyframe), config, start, stop)
@@ -245,7 +252,7 @@ def _read_pyav(path: str, config: FrameConfig, start: int, stop: int | None) -> 
 
 def _scan(path: str) -> tuple[np.ndarray | None, np.ndarray]:
     """The packet index of a file in decode order: (timestamps, or None when a packet has none; keyframe flags)."""
-    container, stream = _open_input(path)
+    container, stream = open_input(path)
     with container:
         return _index(path, container, stream)
 

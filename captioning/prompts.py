@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import yaml
+from yume_core.config import load_named_yaml
 
 __all__ = ["PROMPT_DIR", "Prompt", "PromptError", "available_prompts", "load_prompt"]
 
@@ -96,22 +96,9 @@ def available_prompts() -> list[str]:
 def load_prompt(name_or_path: str | Path = "event-v1") -> Prompt:
     """A packaged prompt by version (see `available_prompts()`) or a YAML prompt file by path; raises PromptError
     with the file and the problem when the file is not a valid prompt."""
-    packaged = PROMPT_DIR / f"{str(name_or_path).replace('-', '_')}.yaml"
-    if isinstance(name_or_path, str) and packaged.is_file():
-        path = packaged
-    else:
-        path = Path(name_or_path)
-        if not path.is_file():
-            raise PromptError(
-                f"prompt {str(name_or_path)!r} is neither a packaged one {available_prompts()} nor a file"
-            )
+    path, data = load_named_yaml(name_or_path, PROMPT_DIR, "prompt", PromptError, available_prompts(),
+                                 file_name=str(name_or_path).replace("-", "_"))
     src = str(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise PromptError(f"{src}: not valid UTF-8 YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise PromptError(f"{src}: expected a mapping with keys {sorted(_KEYS)}")
     unknown = sorted(set(data) - _KEYS)
     if unknown:
         raise PromptError(f"{src}: unknown keys {unknown}; allowed: {sorted(_KEYS)}")

@@ -12,9 +12,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
-import yaml
-
 from quantize_actions.labels import KEY_LABELS, MOUSE_LABELS
+from yume_core.config import load_named_yaml
 
 VOCABULARY_DIR = Path(__file__).with_name("vocabularies")
 STILL_KEYS, STILL_MOUSE = KEY_LABELS[0], MOUSE_LABELS[0]
@@ -82,20 +81,9 @@ def _phrases(data: dict, field: str, labels: tuple[str, ...], source: str) -> Ma
 
 def load_vocabulary(name_or_path: str | Path = "yume15") -> Vocabulary:
     """A packaged vocabulary by name (see `available_vocabularies()`) or a YAML file by path."""
-    path = VOCABULARY_DIR / f"{name_or_path}.yaml"
-    if not (isinstance(name_or_path, str) and path.is_file()):
-        path = Path(name_or_path)
-        if not path.is_file():
-            raise VocabularyError(
-                f"vocabulary {str(name_or_path)!r} is neither a packaged name {available_vocabularies()} nor a file"
-            )
+    path, data = load_named_yaml(name_or_path, VOCABULARY_DIR, "vocabulary", VocabularyError,
+                                 available_vocabularies())
     source = str(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise VocabularyError(f"{source}: not valid UTF-8 YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise VocabularyError(f"{source}: expected a mapping with version, prefix, keys, mouse")
     for field in ("version", "prefix"):
         if not isinstance(data.get(field), str):
             raise VocabularyError(f"{source}: '{field}' must be a string, found {data.get(field)!r}")

@@ -78,3 +78,27 @@ def load_yaml(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must hold a mapping at top level, found {type(data).__name__}")
     return data
+
+
+def load_named_yaml(name_or_path: str | Path, folder: Path, what: str, error: type[Exception], known: list[str],
+                    file_name: str | None = None) -> tuple[Path, dict]:
+    """A packaged YAML file by name (`folder/<file_name or name>.yaml`) or any YAML file by path, as a mapping;
+    `known`: the packaged names, for the error message.
+
+    Prompts and action vocabularies are data that users version and override; both resolve names the same way and
+    fail with `error` naming the file and the problem.
+    """
+    packaged = folder / f"{file_name or name_or_path}.yaml"
+    if isinstance(name_or_path, str) and packaged.is_file():
+        path = packaged
+    else:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise error(f"{what} {str(name_or_path)!r} is neither a packaged name {known} nor a file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise error(f"{path}: not valid UTF-8 YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a mapping at top level, found {type(data).__name__}")
+    return path, data

@@ -54,7 +54,7 @@ class VideoInfo:
 # opening and probing
 
 
-def _open_input(path: str | Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+def open_input(path: str | Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
     """Open a file for reading and return it with its first video stream, or raise a RowError."""
     p = Path(path)
     if not p.exists():
@@ -106,7 +106,7 @@ def probe_video(path: str | Path, count_frames: bool = True) -> VideoInfo:
     `video_unreadable` and `video_missing` are described in the module docstring.
     """
     p = Path(path)
-    container, stream = _open_input(p)
+    container, stream = open_input(p)
     with container:
         size = p.stat().st_size
         rate = _rate(stream)
@@ -231,7 +231,7 @@ _PAST_END = object()
 
 def _locate(path, start: int):
     """(pts of frame `start`, dts of the keyframe at or before it), `_PAST_END`, or None (decode linearly)."""
-    container, stream = _open_input(path)
+    container, stream = open_input(path)
     pts, keys = [], []
     with container:
         try:
@@ -259,7 +259,7 @@ def _locate(path, start: int):
 
 def _decode(path, start, stop, size, plan):
     """Generator over frames [start, stop); returns False (having yielded nothing) if the seek in `plan` missed."""
-    container, stream = _open_input(path)
+    container, stream = open_input(path)
     with container:
         stream.thread_type = "AUTO"
         w, h = size if size is not None else (stream.codec_context.width, stream.codec_context.height)
