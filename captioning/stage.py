@@ -90,9 +90,14 @@ def caption_table(table: pa.Table, backend: CaptionBackend, config: CaptionConfi
     failures: dict[int, RowError] = {}
     frames_used: dict[int, list[int]] = {}
 
+    cleaned: dict[str, str] = {}  # key -> accepted answer, cleaned: judged once, kept for the row
+
     def validate(result: CaptionResult) -> RowError | None:
         verdict = check_caption(result.text, result.finish_reason, config.validation)
-        return None if verdict.ok else RowError(f"caption_{verdict.reason}", verdict.message)
+        if not verdict.ok:
+            return RowError(f"caption_{verdict.reason}", verdict.message)
+        cleaned[result.key] = verdict.cleaned
+        return None
 
     results = backend.caption(_requests(table, todo, config, prompt, failures, frames_used), validate=validate)
     cols = {name: table[name].to_pylist() for name, _ in CAPTION_FIELDS}
@@ -103,7 +108,7 @@ def caption_table(table: pa.Table, backend: CaptionBackend, config: CaptionConfi
         if res.error is not None:
             failures[i] = res.error
             continue
-        cols["caption_event"][i] = check_caption(res.text, res.finish_reason, config.validation).cleaned
+        cols["caption_event"][i] = cleaned[res.key]
         cols["caption_model"][i] = backend.model
         cols["caption_prompt_version"][i] = prompt.version
         cols["caption_frames"][i] = frames_used[i]

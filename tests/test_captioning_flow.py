@@ -47,6 +47,8 @@ def test_captions_prompts_and_failures_over_a_real_server(clips, tmp_path):
             return fake_server.status(500)  # recovered on retry
         if key == refused:
             return fake_server.refusal()  # every time: fails after the bounded answer retries
+        if key == ok_ids[2]:
+            return fake_server.ok(f'  Caption: "{GOOD}"')  # accepted, stored cleaned
         return fake_server.ok(GOOD)
 
     with fake_server.FakeServer(plan=plan) as server:
