@@ -71,18 +71,13 @@ def actions(paths, output, stride, translation_threshold, rotation_threshold, wo
     click.echo(format_summary(summarize(table), f"actions -> {output}"), err=True)
 
 
-def _real_world_overrides(batch_size, workers, task_runner, ray_address, stride, tt, rt, shard_count, shard_bytes, no_poses, fps, size):
+def _shard_overrides(shard_count, shard_bytes, no_poses, fps, size) -> dict:
     return {
-        "batch_size": batch_size,
-        "runner": {"kind": task_runner, "workers": workers, "ray_address": ray_address},
-        "actions": _quantize_overrides(stride, tt, rt),
-        "shards": {
-            "max_count": shard_count,
-            "max_bytes": shard_bytes,
-            "include_poses": False if no_poses else None,
-            "fps": fps,
-            "size": list(size) if size else None,
-        },
+        "max_count": shard_count,
+        "max_bytes": shard_bytes,
+        "include_poses": False if no_poses else None,
+        "fps": fps,
+        "size": list(size) if size else None,
     }
 
 
@@ -115,8 +110,12 @@ def real_world(csv_path, videos, trajectories, output, preset, config, batch_siz
     from pipelines.real_world import RealWorldConfig, run_flow
     from yume_core.config import from_dict
 
-    overrides = _real_world_overrides(batch_size, workers, task_runner, ray_address, stride, translation_threshold,
-                                      rotation_threshold, shard_max_count, shard_max_bytes, no_poses, fps, size)
+    overrides = {
+        "batch_size": batch_size,
+        "runner": {"kind": task_runner, "workers": workers, "ray_address": ray_address},
+        "actions": _quantize_overrides(stride, translation_threshold, rotation_threshold),
+        "shards": _shard_overrides(shard_max_count, shard_max_bytes, no_poses, fps, size),
+    }
     if captioner or endpoints or caption_model:
         overrides["caption"] = {"backend": captioner, "endpoints": list(endpoints) or None, "model": caption_model}
     cfg = from_dict(RealWorldConfig, _settings(preset, config, overrides))
@@ -216,12 +215,11 @@ def shards_verify(directory, decode):
 def shards_write(manifest, output, shard_max_count, shard_max_bytes, no_poses, fps, size):
     """Write shards for the ok rows of a manifest (without running a flow)."""
     import shards
-    from yume_core.config import from_dict
+    from yume_core.config import from_dict, merge
     from yume_core.manifest import read_manifest
 
-    overrides = _real_world_overrides(None, None, None, None, None, None, None, shard_max_count, shard_max_bytes,
-                                      no_poses, fps, size)["shards"]
-    cfg = from_dict(shards.ShardConfig, {k: v for k, v in overrides.items() if v is not None}, "shards")
+    overrides = _shard_overrides(shard_max_count, shard_max_bytes, no_poses, fps, size)
+    cfg = from_dict(shards.ShardConfig, merge({}, overrides), "shards")
     index = shards.write_shards(read_manifest(manifest), output, cfg)
     click.echo(f"{index.num_rows} samples in {len(set(index['shard'].to_pylist()))} shards under {output}")
 

@@ -159,3 +159,25 @@ def test_fingerprint_follows_values_and_settings_not_chunking():
     assert fingerprint(t, {"s": 1}, ("a", "b")) == fingerprint(chunked, {"s": 1}, ("a", "b"))
     assert fingerprint(t, {"s": 1}, ("a", "b")) != fingerprint(t, {"s": 2}, ("a", "b"))
     assert fingerprint(t, {"s": 1}, ("a",)) != fingerprint(t.slice(1), {"s": 1}, ("a",))
+
+
+def test_shards_write_and_verify_commands_on_a_finished_manifest(first_run, tmp_path):
+    from click.testing import CliRunner
+
+    from pipelines.cli import main
+
+    out, summary = first_run
+    runner = CliRunner()
+    done = runner.invoke(main, ["shards", "write", "--manifest", str(out / "manifest.parquet"), "--output",
+                                str(tmp_path / "s"), "--shard-max-count", "1", "--no-poses"])
+    assert done.exit_code == 0, done.output
+    tars = sorted((tmp_path / "s").glob("*.tar"))
+    assert len(tars) == summary["ok"]
+    assert not any(s.get("npy") is not None for s in wds.WebDataset([str(t) for t in tars], shardshuffle=False))
+    assert runner.invoke(main, ["shards", "verify", str(tmp_path / "s")]).exit_code == 0
+    with open(tars[0], "r+b") as f:  # flip a byte inside the first member's payload
+        f.seek(600)
+        byte = f.read(1)
+        f.seek(600)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    assert runner.invoke(main, ["shards", "verify", str(tmp_path / "s")]).exit_code == 1
