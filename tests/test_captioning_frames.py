@@ -18,7 +18,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning.frames import FrameConfig, PreparedFrames, frame_indices, iter_prepared, prepare_frames
+from captioning.frames import (
+    FrameConfig,
+    PreparedFrames,
+    frame_indices,
+    iter_prepared,
+    prepare_frames,
+)
 from yume_core.errors import RowError
 from yume_core.media import write_video
 from yume_core.sample_data import make_sekai_sample
@@ -225,7 +231,7 @@ def test_keyframe_seek_with_a_long_gop_falls_back_and_stays_exact(clips, kind, n
 
 def test_a_failed_rewind_decodes_from_a_fresh_open(clips, monkeypatch):
     """Index and decoding share one open; if the second pass does not see the index's packets, open again."""
-    import captioning.frames as frames
+    from captioning import frames
 
     real, calls = frames._decode_sparse, []
 
@@ -307,14 +313,33 @@ def test_sparse_decoding_is_bit_identical_to_decoding_everything(tmp_path, codec
     sample = make_sekai_sample(tmp_path / "s", n_clips=1, n_frames=48, size=(128, 72))
     path = tmp_path / "walk.mp4"
     write_video(path, read_frames(sample.video_path(sample.clip_ids[0])), 30, codec=codec, gop=12)
-    config = FrameConfig(num_frames=6, size=64, seek=seek)
+    config = FrameConfig(num_frames=6, size=64, seek=seek, fast_decode=False)
     indices, sparse = _read_pyav(str(path), config, 5, 47)
     if seek == "keyframe":  # bins of 7 frames, keyframes at 12, 24, 36: some of each
         assert 0 < len(set(indices.tolist()) & {12, 24, 36}) < 6
-    linear = _decode_linear(str(path), indices, 64)
+    linear = _decode_linear(str(path), indices, config)
     assert len(sparse) == 6
     for a, b in zip(sparse, linear):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("gop", [12, 4])  # gop 4 on 48 frames: every pick a keyframe decoded alone
+@pytest.mark.parametrize("codec", ["libx264", "libx265"])
+def test_fast_decode_stays_close_to_the_exact_frames(tmp_path, codec, gop):
+    """Skipping deblocking where nothing is predicted from the frame changes pixels a little, never the picture:
+    no drift, so every frame stays within a few levels of the full decode."""
+    from captioning.frames import _decode_linear, _read_pyav
+    from yume_core.media import read_frames
+
+    sample = make_sekai_sample(tmp_path / "s", n_clips=1, n_frames=48, size=(128, 72))
+    path = tmp_path / "walk.mp4"
+    write_video(path, read_frames(sample.video_path(sample.clip_ids[0])), 30, codec=codec, gop=gop)
+    exact = FrameConfig(num_frames=6, size=64, fast_decode=False)
+    indices, fast = _read_pyav(str(path), FrameConfig(num_frames=6, size=64), 5, 47)
+    assert _read_pyav(str(path), exact, 5, 47)[0].tolist() == indices.tolist()
+    for a, b in zip(fast, _decode_linear(str(path), indices, exact)):
+        diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
+        assert diff.mean() < 2.0 and np.percentile(diff, 99) < 16
 
 
 @pytest.mark.parametrize("kind", ["h264", "hevc_closed"])
