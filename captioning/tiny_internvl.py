@@ -41,7 +41,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["TINY_WORDS", "SPECIAL_TOKENS", "tiny_internvl_settings", "build_tiny_internvl", "tiny_cache_root"]
+from yume_core.storage import cache_root
+
+__all__ = ["SPECIAL_TOKENS", "TINY_WORDS", "build_tiny_internvl", "tiny_internvl_settings"]
 
 BUILDER_VERSION = 1
 MODEL_MAX_LENGTH = 8192
@@ -60,42 +62,14 @@ SPECIAL_TOKENS = (
 
 # A word-level vocabulary: common English words, weighted towards what street-walking footage shows.
 TINY_WORDS = tuple(
-    """
-    the a an and or but of in on at to from with without by for over under near behind beside between through
-    who which
-    along across around into onto past toward up down out off while as then there here this that these those
-    it its they their them he she his her we our you one two three four five several many few some all each
-    other another more most is are was were be been being has have had do does did can will may
-    walk walks walking walked run runs running stand stands standing sit sits sitting move moves moving
-    cross crosses crossing ride rides riding drive drives driving turn turns turning stop stops wait waits
-    carry carries carrying hold holds holding look looks looking talk talks talking open opens close closes
-    pass passes passing enter enters leave leaves appear appears fall falls falling shine shines glow glows
-    pour pours blow blows sway sways fly flies flying parked follow follows gather gathers
-    man men woman women child children person people crowd group family couple tourist tourists vendor
-    driver cyclist dog dogs cat bird birds pigeons horse
-    street streets road roads sidewalk path alley lane avenue square plaza market shop shops store stores cafe
-    restaurant bar hotel building buildings house houses tower towers bridge river canal lake sea beach harbor
-    boat boats ship park garden tree trees grass flowers field hill mountain mountains forest snow
-    city town village station train tram bus buses car cars taxi truck bike bicycle scooter motorcycle
-    traffic light lights sign signs lamp lamps window windows door doors wall walls roof stairs steps gate
-    fence bench umbrella umbrellas bag bags hat coat jacket dress shirt
-    sky sun cloud clouds rain snowfall fog mist wind storm thunder lightning puddle puddles water wave waves
-    day night morning evening afternoon sunset sunrise dusk dawn
-    red blue green yellow white black gray brown orange pink purple golden dark bright colorful
-    big small large tall short long wide narrow old new busy quiet empty crowded wet dry warm cold sunny cloudy
-    rainy snowy foggy windy calm slow fast loud neon modern ancient historic stone wooden glass metal
-    left right front back center side corner middle distance background foreground
-    suddenly slowly quickly gently briefly again still also
-    scene view camera moment event
-    """.split()
+    ["the", "a", "an", "and", "or", "but", "of", "in", "on", "at", "to", "from", "with", "without", "by", "for", "over", "under", "near", "behind", "beside", "between", "through", "who", "which", "along", "across", "around", "into", "onto", "past", "toward", "up", "down", "out", "off", "while", "as", "then", "there", "here", "this", "that", "these", "those", "it", "its", "they", "their", "them", "he", "she", "his", "her", "we", "our", "you", "one", "two", "three", "four", "five", "several", "many", "few", "some", "all", "each", "other", "another", "more", "most", "is", "are", "was", "were", "be", "been", "being", "has", "have", "had", "do", "does", "did", "can", "will", "may", "walk", "walks", "walking", "walked", "run", "runs", "running", "stand", "stands", "standing", "sit", "sits", "sitting", "move", "moves", "moving", "cross", "crosses", "crossing", "ride", "rides", "riding", "drive", "drives", "driving", "turn", "turns", "turning", "stop", "stops", "wait", "waits", "carry", "carries", "carrying", "hold", "holds", "holding", "look", "looks", "looking", "talk", "talks", "talking", "open", "opens", "close", "closes", "pass", "passes", "passing", "enter", "enters", "leave", "leaves", "appear", "appears", "fall", "falls", "falling", "shine", "shines", "glow", "glows", "pour", "pours", "blow", "blows", "sway", "sways", "fly", "flies", "flying", "parked", "follow", "follows", "gather", "gathers", "man", "men", "woman", "women", "child", "children", "person", "people", "crowd", "group", "family", "couple", "tourist", "tourists", "vendor", "driver", "cyclist", "dog", "dogs", "cat", "bird", "birds", "pigeons", "horse", "street", "streets", "road", "roads", "sidewalk", "path", "alley", "lane", "avenue", "square", "plaza", "market", "shop", "shops", "store", "stores", "cafe", "restaurant", "bar", "hotel", "building", "buildings", "house", "houses", "tower", "towers", "bridge", "river", "canal", "lake", "sea", "beach", "harbor", "boat", "boats", "ship", "park", "garden", "tree", "trees", "grass", "flowers", "field", "hill", "mountain", "mountains", "forest", "snow", "city", "town", "village", "station", "train", "tram", "bus", "buses", "car", "cars", "taxi", "truck", "bike", "bicycle", "scooter", "motorcycle", "traffic", "light", "lights", "sign", "signs", "lamp", "lamps", "window", "windows", "door", "doors", "wall", "walls", "roof", "stairs", "steps", "gate", "fence", "bench", "umbrella", "umbrellas", "bag", "bags", "hat", "coat", "jacket", "dress", "shirt", "sky", "sun", "cloud", "clouds", "rain", "snowfall", "fog", "mist", "wind", "storm", "thunder", "lightning", "puddle", "puddles", "water", "wave", "waves", "day", "night", "morning", "evening", "afternoon", "sunset", "sunrise", "dusk", "dawn", "red", "blue", "green", "yellow", "white", "black", "gray", "brown", "orange", "pink", "purple", "golden", "dark", "bright", "colorful", "big", "small", "large", "tall", "short", "long", "wide", "narrow", "old", "new", "busy", "quiet", "empty", "crowded", "wet", "dry", "warm", "cold", "sunny", "cloudy", "rainy", "snowy", "foggy", "windy", "calm", "slow", "fast", "loud", "neon", "modern", "ancient", "historic", "stone", "wooden", "glass", "metal", "left", "right", "front", "back", "center", "side", "corner", "middle", "distance", "background", "foreground", "suddenly", "slowly", "quickly", "gently", "briefly", "again", "still", "also", "scene", "view", "camera", "moment", "event"]
 ) + (".", ",")
 
 
 # Function words get a larger share of the output (below), so the word salad has roughly the function-word density
 # of English text and a language heuristic sees English.
 FUNCTION_WORDS = tuple(
-    "the a an and of in on with to is are was were as at by while their his her its from into through past near "
-    "along under over for who which that this these those some several two three there it they he she".split()
+    ["the", "a", "an", "and", "of", "in", "on", "with", "to", "is", "are", "was", "were", "as", "at", "by", "while", "their", "his", "her", "its", "from", "into", "through", "past", "near", "along", "under", "over", "for", "who", "which", "that", "this", "these", "those", "some", "several", "two", "three", "there", "it", "they", "he", "she"]
 )
 
 # Output shaping of the random model, as data (part of the hash), so that its word salad has the shape of a caption:
@@ -179,23 +153,10 @@ def _settings_hash(settings: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def tiny_cache_root() -> Path:
-    """`$YUME_DATA_CACHE`, else `~/.cache/yume-data`; a temp dir when that is not writable."""
-    root = Path(os.environ.get("YUME_DATA_CACHE") or Path.home() / ".cache" / "yume-data")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=root, prefix=".probe-")
-        probe.close()
-    except OSError:
-        root = Path(tempfile.gettempdir()) / f"yume-data-cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
-        root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
 def build_tiny_internvl(seed: int = 0, cache_dir: str | os.PathLike | None = None) -> Path:
     """The directory of the tiny random InternVL for `seed`, building it on first use (about a second)."""
     settings = tiny_internvl_settings(seed)
-    root = Path(cache_dir) if cache_dir is not None else tiny_cache_root() / "tiny-random-internvl"
+    root = Path(cache_dir) if cache_dir is not None else cache_root() / "tiny-random-internvl"
     root.mkdir(parents=True, exist_ok=True)
     final = root / _settings_hash(settings)
     if (final / "config.json").is_file():
@@ -243,7 +204,11 @@ def _tokenizer(vocab: list[str]):
 
 def _write_checkpoint(out: Path, settings: dict) -> None:
     import torch
-    from transformers import GenerationConfig, InternVLConfig, InternVLForConditionalGeneration
+    from transformers import (
+        GenerationConfig,
+        InternVLConfig,
+        InternVLForConditionalGeneration,
+    )
 
     vocab = settings["vocab"]
     ids = {token: i for i, token in enumerate(vocab)}

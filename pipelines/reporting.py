@@ -25,7 +25,7 @@ def report(manifest: pa.Table, out: Path, title: str, seconds: float, extra: dic
     if (out / "shards").is_dir():
         summary["outputs"]["shards"] = str(out / "shards")
     ok = manifest.filter(pc.equal(manifest["status"], OK))
-    if ok.num_rows:
+    if ok.num_rows and "keys" in ok.column_names:  # clip manifests; prompt and video manifests have no actions
         hist = quantize_actions.action_histogram(ok["keys"], ok["mouse"])
         png = out / "actions_histogram.png"
         quantize_actions.plot_action_histogram(hist, png)

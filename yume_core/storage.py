@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 TMP_MARK = ".tmp-"
 
@@ -53,3 +53,18 @@ def file_sha256(path: str | Path, chunk: int = 8 << 20) -> str:
         while n := f.readinto(buf):
             h.update(view[:n])
     return h.hexdigest()
+
+
+def cache_root() -> Path:
+    """Where built-once artefacts (tiny random checkpoints) live: `$YUME_DATA_CACHE`, else `~/.cache/yume-data`;
+    a per-user temp dir when that is not writable (read-only homes on batch nodes)."""
+    import tempfile
+
+    root = Path(os.environ.get("YUME_DATA_CACHE") or Path.home() / ".cache" / "yume-data")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tempfile.NamedTemporaryFile(dir=root, prefix=".probe-").close()
+    except OSError:
+        root = Path(tempfile.gettempdir()) / f"yume-data-cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+        root.mkdir(parents=True, exist_ok=True)
+    return root

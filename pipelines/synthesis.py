@@ -1,0 +1,145 @@
+"""The synthesis flow: a prompts file in, one mp4 per prompt and `manifest.parquet` out (Wan T2V or I2V).
+
+Work is split as every flow's: contiguous batches of the prompt rows, one resumable part per batch under
+`<out>/_work/synth-<fingerprint>/` (the fingerprint covers the prompt rows and every setting that changes the
+pixels), merged into `<out>/manifest.parquet` at the end. Inside a batch each finished video is kept (see
+`synthesis.generate`), so a run killed mid-batch loses at most the video in progress.
+
+Where batches run:
+
+- one process (default): `threads` runner, one worker: one pipeline on one GPU (or the CPU).
+- all GPUs of a node from one command: `processes` (or `threads`) runner with `workers` = GPU count; each worker
+  claims its own GPU and keeps its pipeline loaded across batches (`synthesis.gpu_pool`).
+- one process per GPU, launched by `torchrun`, Slurm or by hand: `--rank/--world-size` (or RANK/WORLD_SIZE,
+  SLURM_PROCID/SLURM_NTASKS; LOCAL_RANK/SLURM_LOCALID picks the GPU). Rank r runs batches r, r+W, ...; whichever
+  rank finds every part written merges them (ranks may finish in any order; a rank that finishes early says how
+  many batches are still out and exits).
+- a Ray cluster: `ray` runner, one actor per GPU (`synthesis.ray_workers`).
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from prefect import flow
+from prefect.futures import as_completed
+from tqdm.auto import tqdm
+
+from pipelines.batching import BatchPlan, fingerprint, read_parts, run_batch
+from pipelines.reporting import report
+from pipelines.runners import RunnerConfig, make_task_runner
+from synthesis.generate import SynthConfig, check_prompts, fingerprint_settings, generate_table
+from synthesis.gpu_pool import rank_batches, resolve_rank
+from synthesis.inputs import read_prompts
+from synthesis.planning import plan_synthesis
+from synthesis.presets import load_preset
+from yume_core import __version__
+from yume_core.config import from_dict, merge, to_dict
+from yume_core.manifest import OK, format_summary, read_manifest, summarize, write_manifest
+
+PAPER_SYNTHETIC_VIDEOS = 80_000  # Yume-1.5's synthetic set before VBench filtering
+
+
+@dataclass(frozen=True)
+class SynthFlowConfig:
+    batch_size: int = 8  # videos per task: minutes each at 720p, so small batches balance GPUs and resume finely
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    runner: RunnerConfig = field(default_factory=lambda: RunnerConfig(kind="threads", workers=1))
+    gpus_per_worker: float = 1.0  # ray runner: GPUs each actor asks for (0: CPU actors)
+    projection_count: int = PAPER_SYNTHETIC_VIDEOS  # videos the end report projects GPU-hours for
+
+
+def synth_flow_config(preset: str | None = None, settings: Mapping[str, Any] | None = None) -> SynthFlowConfig:
+    """Generation preset (default wan21-t2v-720p) under `synth`, then `settings` (YAML + flags) on top."""
+    settings = dict(settings or {})
+    name = preset or (settings.get("synth") or {}).get("preset") or "wan21-t2v-720p"
+    data = merge({"synth": load_preset(name)}, settings)
+    data["synth"]["preset"] = Path(name).stem
+    return from_dict(SynthFlowConfig, data)
+
+
+def synth_figures(manifest: pa.Table, seconds: float, config: SynthFlowConfig) -> dict:
+    """Per-video time and what the paper's 80,000 videos would cost at it, one video at a time per GPU."""
+    ok = manifest.filter(pc.and_(pc.equal(manifest["status"], OK), pc.is_valid(manifest["synth_seconds"])))
+    if not ok.num_rows:
+        return {"videos": 0, "run_seconds": round(seconds, 2)}
+    per_video = statistics.fmean(ok["synth_seconds"].to_pylist())
+    devices = sorted(set(ok["synth_device"].to_pylist()))
+    on_gpu = any(d.startswith("cuda") for d in devices)
+    plan = plan_synthesis(config.projection_count, 1, per_video)
+    unit = "gpu" if on_gpu else "cpu"
+    return {
+        "videos": ok.num_rows,
+        "seconds_per_video": round(per_video, 3),
+        "videos_per_hour_per_worker": round(3600 / per_video, 1),
+        "run_seconds": round(seconds, 2),
+        f"projected_{unit}_hours_{config.projection_count}": plan.gpu_hours,
+        "projection_basis": f"{config.synth.model} ({config.synth.preset}) on {', '.join(devices)}, "
+                            "mean synth_seconds of this manifest's videos, model load excluded",
+    }
+
+
+def run_synthesis(prompts: str, output: str, config: SynthFlowConfig, rank: int | None = None,
+                  world_size: int | None = None) -> dict:
+    out = Path(output)
+    rank, world_size = resolve_rank(rank, world_size)
+    table = check_prompts(read_prompts(prompts))
+    inputs = fingerprint(table, fingerprint_settings(config.synth),
+                         columns=("prompt_id", "caption", "image_path", "status"))
+    plan = BatchPlan(out / "_work" / f"synth-{inputs}", config.batch_size, table.num_rows)
+    plan.parts_dir.mkdir(parents=True, exist_ok=True)
+    mine = rank_batches(plan.num_batches, rank, world_size)
+    todo = [i for i in mine if not plan.done(i)]
+    started = time.perf_counter()
+    _run_batches(table, plan, todo, out, config)
+    seconds = time.perf_counter() - started
+    missing = [i for i in range(plan.num_batches) if not plan.done(i)]
+    if missing:  # other ranks are still at work: the last one to finish merges
+        own = summarize([read_manifest(plan.part(i)) for i in mine]) if mine else summarize(table.slice(0, 0))
+        print(format_summary(own, f"synthesis rank {rank}/{world_size}") + f"\n  {len(missing)} batch(es) of other "
+              "ranks still running; the last rank to finish writes manifest.parquet")
+        return {**own, "complete": False, "rank": rank, "world_size": world_size, "pending_batches": len(missing)}
+    merged = read_parts(plan, table)
+    write_manifest(merged, out / "manifest.parquet",
+                   metadata={"yume_data.version": __version__, "yume_data.synthesis": inputs})
+    summary = report(merged, out, title="synthesis", seconds=seconds, extra=synth_figures(merged, seconds, config))
+    return {**summary, "complete": True, "rank": rank, "world_size": world_size}
+
+
+def _run_batches(table: pa.Table, plan: BatchPlan, todo: list[int], out: Path, config: SynthFlowConfig) -> None:
+    batches = [(table.slice(i * plan.batch_size, plan.batch_size), str(plan.part(i))) for i in todo]
+    if config.runner.kind == "ray":
+        from synthesis.ray_workers import run_on_ray
+
+        run_on_ray(batches, config.synth, str(out), config.runner.workers, config.gpus_per_worker,
+                   config.runner.ray_address)
+        return
+    step = functools.partial(generate_table, config=config.synth, out_dir=str(out))
+    futures = [run_batch.with_options(task_run_name=f"synth-{i:05d}").submit(step, batch, part)
+               for i, (batch, part) in zip(todo, batches)]
+    with tqdm(total=len(futures), desc="synthesis", unit="batch", leave=False) as bar:
+        for fut in as_completed(futures):
+            fut.result()
+            bar.update(1)
+
+
+@flow(name="synthesize")
+def synth_flow(prompts: str, output: str, config: dict | None = None, rank: int | None = None,
+               world_size: int | None = None) -> dict:
+    return run_synthesis(prompts, output, from_dict(SynthFlowConfig, config), rank, world_size)
+
+
+def run_synthesis_flow(prompts: str, output: str, config: SynthFlowConfig, rank: int | None = None,
+                       world_size: int | None = None) -> dict:
+    """The flow on the configured runner (the ray runner drives its own actors from a plain flow run)."""
+    runner = config.runner if config.runner.kind != "ray" else RunnerConfig(kind="threads", workers=1)
+    return synth_flow.with_options(task_runner=make_task_runner(runner))(prompts, output, to_dict(config), rank,
+                                                                       world_size)
