@@ -22,3 +22,5 @@ bench: setup
 	$(PY) benchmarks/bench_flow.py
 	$(PY) benchmarks/bench_frames.py
 	$(PY) benchmarks/bench_caption_client.py
+	$(PY) benchmarks/bench_dedup.py
+	$(PY) benchmarks/bench_wan_step.py --small
