@@ -36,7 +36,7 @@ from pathlib import Path
 from yume_core.storage import cache_root
 
 TINY_KINDS = ("t2v", "i2v-2.1", "i2v-2.2")
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 
 _TRANSFORMER = {
     "patch_size": (1, 2, 2), "num_attention_heads": 2, "attention_head_dim": 16, "out_channels": 16, "text_dim": 32,

@@ -21,7 +21,7 @@ def test_demo_runs_offline_and_reports_its_outputs(tmp_path):
         env=env, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    for name in ("manifest", "shards", "actions_histogram", "yume_layout"):
+    for name in ("manifest", "shards", "actions_histogram", "yume_layout", "synthetic_videos", "event_videos"):
         assert f"{name}:" in done.stdout
     summary = json.loads((out / "real-world" / "summary.json").read_text())
     assert summary["in"] == 6 and summary["ok"] + summary["failed"] + summary["dropped"] == 6
@@ -31,3 +31,7 @@ def test_demo_runs_offline_and_reports_its_outputs(tmp_path):
     assert list((out / "yume-layout").glob("Keys_*_Mouse_*/*_frames_*-*.mp4"))
     ok = [r for r in manifest.to_pylist() if r["status"] == "ok"]
     assert all(r["caption_event"] and r["prompt_i2v"] for r in ok)  # captioned by the tiny random InternVL
+    for kind, model in (("synthetic", "tiny-random"), ("events", "tiny-random-i2v-2.2")):  # Wan T2V and I2V sets
+        videos = read_manifest(out / kind / "videos" / "manifest.parquet").to_pylist()
+        assert len(videos) == 4 and all(v["status"] == "ok" and v["synth_model"] == model for v in videos)
+        assert all((out / kind / "videos" / v["video_path"]).stat().st_size > 0 for v in videos)

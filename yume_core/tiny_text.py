@@ -38,6 +38,9 @@ def tiny_umt5_config(vocab_size: int, d_model: int = 32, layers: int = 2, heads:
         vocab_size=vocab_size, d_model=d_model, d_kv=d_model // heads, d_ff=2 * d_model, num_layers=layers,
         num_heads=heads, relative_attention_num_buckets=8, relative_attention_max_distance=32,
         pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        # untied: the checkpoint then holds encoder.embed_tokens itself, so loading never depends on re-tying it
+        # (transformers 5 sometimes left the tied copy on the meta device when several loads overlapped)
+        tie_word_embeddings=False,
     )
 
 
@@ -50,6 +53,8 @@ def tiny_umt5_encoder(seed: int = 0, d_model: int = 32, layers: int = 2, heads: 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = UMT5EncoderModel(tiny_umt5_config(len(tokenizer), d_model, layers, heads))
+    with torch.no_grad():
+        model.encoder.embed_tokens.weight.copy_(model.shared.weight)  # the same function as a tied model
     return tokenizer, model.eval()
 
 
