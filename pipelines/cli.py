@@ -248,12 +248,17 @@ def demo(output, clips, frames):
     run_demo(Path(output), clips=clips, frames=frames)
 
 
+from pipelines.cli_training_data import embed_actions  # noqa: E402
+main.add_command(embed_actions)
 from pipelines.cli_prompts import event_images, select_prompts  # noqa: E402
 main.add_command(select_prompts)
 main.add_command(event_images)
 from pipelines.cli_synthesis import plan, synthesize  # noqa: E402
 main.add_command(synthesize)
 main.add_command(plan)
+from pipelines.cli_training import infer_check, train  # noqa: E402
+main.add_command(train)
+main.add_command(infer_check)
 
 if __name__ == "__main__":
     main()

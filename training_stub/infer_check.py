@@ -1,0 +1,322 @@
+"""Inference check: roll a trained model out chunk by chunk and show that TSCM's cost per chunk stops growing.
+
+From a start frame and a sequence of actions, each mode (`tscm`, `full`, `sliding`) generates K chunks
+autoregressively: chunk k is sampled (a few Euler steps) conditioned on the start latent and every chunk generated
+before it. Per chunk we record wall time, a robust time, the history's token counts and peak memory; the TSCM
+rollout is decoded and written as a video; the curves go to `infer_check.json` and `infer_check.png`.
+
+Timing on a shared CPU is noisy, so the verdict uses a robust time per chunk and robust statistics over chunks:
+- robust time of a chunk = its history encoding + `steps` x the fastest of its sampling steps (every step of a
+  chunk does the same work, so the fastest one is the least disturbed measurement), the steps timed during the
+  rollout plus `repeats` re-timings after it, in a shuffled chunk order (see `rollout`). On a CPU
+  the clock is the process's CPU time (`time.process_time`), which other processes competing for the cores do not
+  inflate the way they inflate wall time; on CUDA it is wall time after a synchronise. Wall times are kept too.
+- TSCM's change over chunks [first, last] = slope x (last - first) / median time, the slope a Theil-Sen line's
+  (median of pairwise slopes), which a minority of slow chunks cannot tilt;
+- full context's growth = median time of the last three chunks of the window / median of its first three.
+Pass: TSCM's change stays within +-15% while full context grows at least 1.5x. Anything else fails with the reason.
+
+Peak memory: on CUDA `torch.cuda.max_memory_allocated` per chunk. On CPU PyTorch keeps no allocator statistics
+(and tracemalloc does not see its buffers), so we report an estimate of the largest working set of one block: the
+attention score matrix (batch x heads x N x N floats, what the math kernel materialises) plus the token
+activations (N x width floats, times the MLP ratio plus the q/k/v/out copies). It is labelled `estimate` in the JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training_stub.flow_matching import euler_schedule
+from training_stub.model import WorldDiT
+from yume_core.storage import atomic_path, atomic_write_text
+
+FLAT_TOLERANCE = 0.15
+FULL_GROWTH = 1.5
+
+
+@dataclass
+class ChunkStats:
+    chunk: int  # 1-based; chunk k is conditioned on the start latent and k - 1 generated chunks
+    history_latents: int
+    history_tokens: int  # in self-attention
+    channel_tokens: int  # in linear attention (tscm only)
+    seconds: float  # wall time: history encoding + all sampling steps
+    robust_seconds: float  # see the module docstring
+    step_seconds: list[float] = field(default_factory=list)  # wall time of each timed forward pass
+    peak_memory_bytes: int = 0
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def estimated_block_bytes(tokens: int, model: WorldDiT, batch: int = 1) -> int:
+    cfg = model.config
+    scores = batch * cfg.heads * tokens * tokens * 4
+    activations = batch * tokens * cfg.width * 4 * int(cfg.mlp_ratio + 4)
+    return scores + activations
+
+
+@torch.no_grad()
+def rollout(model: WorldDiT, start: torch.Tensor, contexts: Sequence[torch.Tensor], chunks: int, chunk_latents: int,
+            steps: int, mode: str, seed: int = 0, repeats: int = 2, shift: float = 1.0
+            ) -> tuple[torch.Tensor, list[ChunkStats]]:
+    """Generate `chunks` chunks after the start latent [C, h, w]; `contexts[k % len]` conditions chunk k+1.
+    Returns (all latents [1 + chunks * chunk_latents, C, h, w], per-chunk stats).
+
+    After the rollout, `repeats` passes re-time one sampling step of every chunk, the chunks in a random order each
+    pass: a burst of load from another process then lands on random chunks instead of on a run of neighbours, where
+    it would tilt the fit over chunks."""
+    model.eval()
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    latents = [start.to(device)[None]]
+    times = euler_schedule(steps, shift).to(device)
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
+
+    def timed_step(x, t, encoded, context, context_mask):
+        _sync(device)
+        s0, c0 = time.perf_counter(), clock()
+        v = model(x, t, encoded, context, context_mask)
+        _sync(device)
+        return v, time.perf_counter() - s0, clock() - c0
+
+    rows, inputs = [], []
+    for k in range(chunks):
+        history = torch.cat(latents)
+        noise = torch.randn((1, chunk_latents, *start.shape), generator=generator).to(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        _sync(device)
+        t0, c0 = time.perf_counter(), clock()
+        encoded = model.encode_history([history], [history.shape[0]], mode)
+        context, context_mask = model.encode_text([contexts[k % len(contexts)].to(device)])
+        _sync(device)
+        encode_s, encode_c = time.perf_counter() - t0, clock() - c0
+        x, step_s, step_c = noise, [], []
+        for i in range(steps):
+            v, wall, cpu = timed_step(x, times[i].expand(1), encoded, context, context_mask)
+            step_s.append(wall)
+            step_c.append(cpu)
+            x = x + (times[i + 1] - times[i]) * v
+        tokens = encoded.tokens.shape[1]
+        n = tokens + x.shape[1] * math.prod(-(-s // p) for s, p in zip(start.shape[1:], model.config.patch[1:]))
+        peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+                else estimated_block_bytes(n, model))
+        rows.append({"history": history.shape[0], "tokens": tokens, "encode": (encode_s, encode_c),
+                     "wall": step_s, "cpu": step_c, "peak": int(peak),
+                     "channel": 0 if encoded.channel is None else encoded.channel.shape[1]})
+        inputs.append((x, times[steps - 1].expand(1), encoded, context, context_mask))
+        latents.append(x[0])
+    order = torch.Generator().manual_seed(seed + 1)
+    for _ in range(repeats):
+        for k in torch.randperm(chunks, generator=order).tolist():
+            _, wall, cpu = timed_step(*inputs[k])
+            rows[k]["wall"].append(wall)
+            rows[k]["cpu"].append(cpu)
+    stats = [
+        ChunkStats(
+            chunk=k + 1, history_latents=r["history"], history_tokens=r["tokens"], channel_tokens=r["channel"],
+            seconds=r["encode"][0] + sum(r["wall"][:steps]), robust_seconds=r["encode"][1] + steps * min(r["cpu"]),
+            step_seconds=[round(s, 6) for s in r["wall"]], peak_memory_bytes=r["peak"],
+        )
+        for k, r in enumerate(rows)
+    ]
+    return torch.cat(latents).cpu(), stats
+
+
+def theil_sen(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """(slope, intercept) of the median-of-pairwise-slopes line: robust to a minority of outliers."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    i, j = np.triu_indices(len(x), 1)
+    slope = float(np.median((y[j] - y[i]) / (x[j] - x[i])))
+    return slope, float(np.median(y - slope * x))
+
+
+def flat_change(chunks: Sequence[int], seconds: Sequence[float], first: int, last: int) -> float:
+    """Relative change of a Theil-Sen line over [first, last]: slope x (last - first) / median time."""
+    x, y = _window(chunks, seconds, first, last)
+    slope, _ = theil_sen(x, y)
+    return slope * (last - first) / float(np.median(y))
+
+
+def growth(chunks: Sequence[int], seconds: Sequence[float], first: int, last: int) -> float:
+    """Median time of the window's last three chunks over that of its first three."""
+    _, y = _window(chunks, seconds, first, last)
+    return float(np.median(y[-3:]) / np.median(y[:3]))
+
+
+def _window(chunks, seconds, first, last) -> tuple[np.ndarray, np.ndarray]:
+    pts = sorted((c, s) for c, s in zip(chunks, seconds) if first <= c <= last)
+    if len(pts) < 3:
+        raise ValueError(f"need at least 3 chunks between {first} and {last}, have {len(pts)}")
+    x, y = (np.asarray(v, float) for v in zip(*pts))
+    return x, y
+
+
+def judge(series: dict[str, list[ChunkStats]], first: int = 8, last: int = 32, tolerance: float = FLAT_TOLERANCE,
+          full_growth: float = FULL_GROWTH) -> dict:
+    """The verdict on per-mode chunk stats: {"passed", "reasons", "change": {mode: relative change over the window},
+    "growth": {mode: last/first}, "window": [first, last]}."""
+    reasons: list[str] = []
+    changes: dict[str, float] = {}
+    ratios: dict[str, float] = {}
+    for mode in ("tscm", "full"):
+        if mode not in series:
+            reasons.append(f"mode {mode} was not run; the check compares tscm with full context")
+    available = max((s.chunk for v in series.values() for s in v), default=0)
+    if last - first < 4:
+        reasons.append(f"the window {first}..{last} is too short to judge; it needs at least 5 chunks")
+    elif available < last:
+        reasons.append(f"only {available} chunks were generated; the check needs chunks {first} to {last}")
+    if not reasons:
+        for mode, stats in series.items():
+            chunks, robust = [s.chunk for s in stats], [s.robust_seconds for s in stats]
+            changes[mode] = flat_change(chunks, robust, first, last)
+            ratios[mode] = growth(chunks, robust, first, last)
+        if abs(changes["tscm"]) > tolerance:
+            why = ("its history cost is not bounded" if changes["tscm"] > 0 else
+                   "it got faster as its history grew, so the timings are noise: rerun on an idle machine or with "
+                   "more repeats")
+            reasons.append(
+                f"TSCM's per-chunk time changed by {100 * changes['tscm']:+.1f}% from chunk {first} to {last} "
+                f"(allowed +-{100 * tolerance:.0f}%): {why}"
+            )
+        if ratios["full"] < full_growth:
+            reasons.append(
+                f"full context's per-chunk time grew only {ratios['full']:.2f}x from chunk {first} to {last} "
+                f"(expected >= {full_growth}x): the model is too small for attention to dominate, so the comparison "
+                "shows nothing"
+            )
+    return {"passed": not reasons, "reasons": reasons, "change": changes, "growth": ratios, "window": [first, last],
+            "tolerance": tolerance, "full_growth_min": full_growth}
+
+
+def plot(series: dict[str, list[ChunkStats]], path: str | Path, memory_label: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for mode, stats in series.items():
+        hist = [s.chunk - 1 for s in stats]
+        ax1.plot(hist, [1000 * s.robust_seconds for s in stats], marker=".", label=mode)
+        ax2.plot(hist, [s.peak_memory_bytes / 2**20 for s in stats], marker=".", label=mode)
+    ax1.set_xlabel("history length (chunks before the current one)")
+    ax1.set_ylabel("per-chunk latency (ms, robust)")
+    ax1.set_title("latency per chunk")
+    ax2.set_xlabel("history length (chunks before the current one)")
+    ax2.set_ylabel(f"peak memory (MiB, {memory_label})")
+    ax2.set_title("memory per chunk")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def run_check(model: WorldDiT, start: torch.Tensor, contexts: Sequence[torch.Tensor], output: str | Path,
+              chunks: int, chunk_latents: int, steps: int, modes: Sequence[str] = ("tscm", "full", "sliding"),
+              first: int = 8, last: int = 32, decode=None, fps: float = 16.0, seed: int = 0, repeats: int = 2,
+              log=print) -> dict:
+    """Roll out every mode, write `infer_check.json`, `infer_check.png` and (with `decode`, latents -> uint8 frames)
+    `rollout_tscm.mp4` under `output`; return the report (its `verdict` says pass or fail and why)."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    device = next(model.parameters()).device
+    series: dict[str, list[ChunkStats]] = {}
+    videos = {}
+    for mode in modes:
+        t0 = time.perf_counter()
+        latents, stats = rollout(model, start, contexts, chunks, chunk_latents, steps, mode, seed, repeats)
+        series[mode] = stats
+        log(f"{mode:>8}: {chunks} chunks in {time.perf_counter() - t0:.1f}s; per chunk "
+            f"{1000 * stats[0].robust_seconds:.1f} ms (chunk 1) -> {1000 * stats[-1].robust_seconds:.1f} ms "
+            f"(chunk {chunks}), history tokens {stats[0].history_tokens} -> {stats[-1].history_tokens}")
+        if decode is not None and mode == "tscm":
+            from yume_core.media import write_video
+
+            frames = decode(latents)
+            videos[mode] = str(write_video(output / f"rollout_{mode}.mp4", list(frames), fps).path)
+    verdict = judge(series, first, last)
+    memory = "cuda_max_memory_allocated" if device.type == "cuda" else "estimate"
+    report = {
+        "verdict": verdict,
+        "chunks": chunks,
+        "chunk_latents": chunk_latents,
+        "steps": steps,
+        "device": str(device),
+        "memory_method": memory,
+        "videos": videos,
+        "modes": {m: [asdict(s) for s in v] for m, v in series.items()},
+    }
+    atomic_write_text(output / "infer_check.json", json.dumps(report, indent=2))
+    plot(series, output / "infer_check.png", memory)
+    return report
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# inputs
+
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu"):
+    """(model in eval mode, its TrainConfig, checkpoint folder, state) from a checkpoint or a run's output folder."""
+    from training_stub import checkpoint as ckpt
+    from training_stub.config import config_from_dict
+    from training_stub.train import build_model
+
+    folder = ckpt.resolve(path)
+    if folder is None:
+        raise FileNotFoundError(f"{path}: no checkpoint here (expected state.json, or checkpoints/latest)")
+    state = ckpt.read_state(folder)
+    config = config_from_dict(state["config"])
+    model = build_model(config, config.model.text_dim)
+    ckpt.load_model_weights(model, folder)
+    return model.to(device).eval(), config, folder, state
+
+
+def synthetic_start_frame(height: int, width: int) -> np.ndarray:
+    """A deterministic street-like image (sky, horizon, road) for when no start frame is given: [H, W, 3] uint8."""
+    y = np.linspace(0, 1, height)[:, None, None]
+    x = np.linspace(0, 1, width)[None, :, None]
+    sky = np.array([110, 160, 230]) * (1 - 0.5 * y) + 40
+    ground = np.array([90, 85, 80]) + 60 * np.abs(x - 0.5)
+    img = np.where(y < 0.45, sky, ground) * np.ones_like(x)
+    road = (y > 0.45) & (np.abs(x - 0.5) < (y - 0.45) * 0.9)
+    img = np.where(road, np.array([60, 60, 65]), img)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def start_latent(space, image: str | Path | None = None, shards: str | Path | None = None, data_config=None
+                 ) -> tuple[torch.Tensor, str]:
+    """The start latent [C, h, w] and where it came from: an image file, else the first clip's first frame in
+    `shards`, else `synthetic_start_frame`."""
+    if image is not None:
+        from PIL import Image
+
+        with Image.open(image) as im:
+            frame = np.asarray(im.convert("RGB"))
+        return space.encode(frame[None])[0], f"image {image}"
+    if shards is not None:
+        from dataclasses import replace
+
+        from training_stub.data import WindowLoader
+
+        loader = WindowLoader(shards, replace(data_config, shuffle_buffer=0, workers=0), epochs=1)
+        for window in loader:
+            return window["history"][0].float(), f"first frame of {window['clip_id']} in {shards}"
+        raise ValueError(f"{shards}: no training window to take a start frame from")
+    return space.encode(synthetic_start_frame(space.height, space.width)[None])[0], "synthetic start frame"

@@ -1,0 +1,111 @@
+"""Where a clip's training windows lie: chunks, their history and their action phrases. Pure index arithmetic.
+
+Chunks. A clip of n frames has `LatentSpace.num_latents(n)` latents; latent 0 (frame 0 alone) is the clip's first
+frame, the image an I2V model starts from, and is never a chunk to predict. Chunk k is latents
+1 + k*L .. (k+1)*L (L = `chunk_latents`), i.e. frames 1 + k*L*t .. (k+1)*L*t (t = `temporal`): with Yume-1.5's
+8 latents of 4 frames, frames 1-32, 33-64, ...: a 33-frame Yume segment is exactly one first frame and one chunk.
+Only whole chunks are windows; a trailing partial chunk is dropped, like the trailing partial action chunk of the
+quantizer, so every window's chunk has exactly L latents. A clip shorter than 1 + L*t frames has no window.
+
+History. The latents before the chunk, oldest first: all of them while there are at most `max_history_chunks * L`
+(+ the first latent), else latent 0 followed by the `max_history_chunks * L` latents right before the chunk
+(Yume-1.5 keeps the first frame's latent however far the generation has gone).
+
+Actions. Labels live on the pose timeline (`actions.frames` frames at `actions.fps`); the mp4 may have been resampled
+to another rate, so a window is mapped by time, not by frame number (`timeline_scale`; pose i is frame i when the
+shard kept the source's rate). Its phrases are those of the action chunks
+(`actions.chunks`, 32 frames each, `end_frame` inclusive) that have at least half of their own duration inside the
+window, in time order, with consecutive repeats merged; if none has, the one that overlaps the window longest.
+With the defaults (32-frame windows at the pose rate) that is exactly one phrase: chunk k's window, frames
+1 + 32k .. 32(k+1), holds 31 of action chunk k's 32 frames and 1 of chunk k+1's. A longer window (or a video stored
+at a lower rate than the poses) gets every action chunk it spans, so no action of the window goes unsaid.
+A window with no overlapping action chunk gets none (the loader skips it and counts `no_actions`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from training_stub.latents import LatentSpace
+
+
+@dataclass(frozen=True)
+class Window:
+    chunk_index: int
+    history: np.ndarray  # int64 latent indices, oldest first
+    chunk_start: int  # first latent of the chunk
+    chunk_stop: int  # one past its last latent
+    frame_start: int  # first frame of the chunk (inclusive), on the mp4's timeline
+    frame_end: int  # last frame of the chunk (inclusive)
+
+
+def cut_windows(num_latents: int, chunk_latents: int, max_history_chunks: int, space: LatentSpace) -> list[Window]:
+    """The windows of a clip with `num_latents` latents (see the module docstring)."""
+    n_chunks = max(0, (num_latents - 1) // chunk_latents)
+    keep = max_history_chunks * chunk_latents
+    out = []
+    for k in range(n_chunks):
+        start = 1 + k * chunk_latents
+        stop = start + chunk_latents
+        if start <= keep + 1:
+            history = np.arange(start, dtype=np.int64)
+        else:
+            history = np.concatenate([[0], np.arange(start - keep, start)]).astype(np.int64)
+        out.append(Window(k, history, start, stop, *space.frame_range(start, stop)))
+    return out
+
+
+def timeline_scale(meta: Mapping) -> float:
+    """Pose-timeline frames per mp4 frame, from a shard sample's json. 1 when the shard kept the source's frame rate
+    (`provenance.shards.fps` null: one pose per video frame, whatever the nominal rates say); else by the two rates
+    when both are known, else by the two lengths (both span the clip's duration), else 1."""
+    if "fps" in ((meta.get("provenance") or {}).get("shards") or {}) and meta["provenance"]["shards"]["fps"] is None:
+        return 1.0
+    actions = meta.get("actions") or {}
+    fps, action_fps = meta.get("fps"), actions.get("fps")
+    if fps and action_fps:
+        return float(action_fps) / float(fps)
+    frames, action_frames = meta.get("frames"), actions.get("frames")
+    if frames and action_frames:
+        return float(action_frames) / float(frames)
+    return 1.0
+
+
+def window_actions(windows: Sequence[Window], chunks: Sequence[Mapping], scale: float) -> list[list[str]]:
+    """The phrases of each window (see the module docstring); `scale`: pose frames per mp4 frame."""
+    if not windows:
+        return []
+    if not chunks:
+        return [[] for _ in windows]
+    c0 = np.array([c["start_frame"] for c in chunks], np.float64)
+    c1 = np.array([c["end_frame"] for c in chunks], np.float64) + 1.0  # half-open, in pose frames
+    w0 = np.array([w.frame_start for w in windows], np.float64)[:, None] * scale
+    w1 = (np.array([w.frame_end for w in windows], np.float64)[:, None] + 1.0) * scale
+    overlap = np.clip(np.minimum(w1, c1) - np.maximum(w0, c0), 0.0, None)  # [windows, chunks]
+    share = overlap / np.maximum(c1 - c0, 1e-9)
+    chosen = share >= 0.5 - 1e-9
+    phrases = [c.get("phrase") or "" for c in chunks]
+    out = []
+    for i in range(len(windows)):
+        picked = np.flatnonzero(chosen[i])
+        if picked.size == 0 and overlap[i].max() > 0:
+            picked = [int(np.argmax(overlap[i]))]
+        names: list[str] = []
+        for j in picked:
+            if phrases[j] and (not names or names[-1] != phrases[j]):
+                names.append(phrases[j])
+        out.append(names)
+    return out
+
+
+def window_text(captions: Mapping | None) -> str:
+    """The event caption when the clip has one, else Sekai's scene caption, else ""."""
+    captions = captions or {}
+    for name in ("caption_event", "scene"):
+        text = captions.get(name)
+        if isinstance(text, str) and text.strip():
+            return text.strip()
+    return ""
