@@ -24,3 +24,6 @@ bench: setup
 	$(PY) benchmarks/bench_caption_client.py
 	$(PY) benchmarks/bench_dedup.py
 	$(PY) benchmarks/bench_wan_step.py --small
+	$(PY) benchmarks/bench_tscm.py --train-steps 5
+	test -d yume-data-demo/real-world/shards || $(VENV)/bin/yume-data demo
+	$(PY) benchmarks/bench_loader.py
