@@ -170,7 +170,7 @@ CLIENT_ERRORS = [
 
 @pytest.mark.parametrize("reply,reason", CLIENT_ERRORS)
 def test_client_errors_fail_at_once(reply, reason):
-    with fs.FakeServer(MODEL, plan={"k": [reply]}) as server, backend(server) as b:
+    with fs.FakeServer(MODEL, plan={"k": [reply]}) as server, backend(server, timeout=10) as b:  # see the 404 test
         [result] = b.caption([request("k")])
     assert result.error.reason == reason and result.attempts == 1
     assert f"HTTP {reply.status}" in result.error.message and "not retried" in result.error.message
@@ -187,7 +187,9 @@ def test_wrong_model_name_says_which_models_the_server_serves():
 
 def test_a_404_from_a_server_that_serves_the_model_points_at_the_url():
     with fs.FakeServer(MODEL, plan={"k": [fs.status(404)]}) as server:
-        with backend(server) as b, backend(server.url + "/not-the-api") as wrong_path:
+        # a timeout far above any answer time: this pins that a 404 is not retried, so a first attempt slowed past
+        # the suite's 0.3 s default by a busy machine must not count as a retry
+        with backend(server, timeout=10) as b, backend(server.url + "/not-the-api", timeout=10) as wrong_path:
             [scripted] = b.caption([request("k")])
             [misrouted] = wrong_path.caption([request("m")])
     assert "the server does list 'fake-vlm'" in scripted.error.message
@@ -238,7 +240,7 @@ def test_a_validator_may_give_its_own_message_and_without_one_every_answer_is_ac
     def strict(result):
         return RowError("camera_motion", "the caption narrates the camera") if "caption" in result.text else None
 
-    with fs.FakeServer(MODEL, plan={"r": [fs.refusal()]}) as server, backend(server, max_answer_retries=0) as b:
+    with fs.FakeServer(MODEL, plan={"r": [fs.refusal()]}) as server, backend(server, max_answer_retries=0, timeout=10) as b:
         [judged] = b.caption([request("k")], validate=strict)
         [unjudged] = b.caption([request("r")])
     assert judged.error.reason == "camera_motion" and "narrates the camera" in judged.error.message
