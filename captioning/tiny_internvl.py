@@ -37,11 +37,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from yume_core.storage import cache_root
+from yume_core.storage import build_once, cache_root
 
 __all__ = ["SPECIAL_TOKENS", "TINY_WORDS", "build_tiny_internvl", "tiny_internvl_settings"]
 
@@ -157,22 +155,7 @@ def build_tiny_internvl(seed: int = 0, cache_dir: str | os.PathLike | None = Non
     """The directory of the tiny random InternVL for `seed`, building it on first use (about a second)."""
     settings = tiny_internvl_settings(seed)
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "tiny-random-internvl"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / _settings_hash(settings)
-    if (final / "config.json").is_file():
-        return final
-    work = Path(tempfile.mkdtemp(dir=root, prefix=".build-"))
-    try:
-        _write_checkpoint(work, settings)
-        try:
-            os.rename(work, final)  # atomic; fails if another builder got there first
-        except OSError:
-            if not (final / "config.json").is_file():
-                raise
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
-    return final
+    return build_once(root / _settings_hash(settings), "config.json", lambda work: _write_checkpoint(work, settings))
 
 
 def _tokenizer(vocab: list[str]):

@@ -40,6 +40,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from synthesis.dedup import content_id
+from synthesis.prompt_rows import PROMPT_FIELDS
 from yume_core.errors import RowError
 from yume_core.manifest import FAILED, OK
 
@@ -53,12 +54,7 @@ _ID = re.compile(r"^[A-Za-z0-9_-]+$")
 MIN_SIDE = 256  # pixels; Wan I2V resizes to 480p/720p, and an upscale from less than this is mush
 
 EVENT_SCHEMA = pa.schema([
-    ("prompt_id", pa.string()),
-    ("caption", pa.string()),
-    ("image_path", pa.string()),
-    ("status", pa.string()),
-    ("reason", pa.string()),
-    ("error", pa.string()),
+    *PROMPT_FIELDS,
     ("category", pa.string()),
     ("negative_prompt", pa.string()),
     ("seed", pa.int64()),

@@ -40,7 +40,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from synthesis.gpu_pool import POOL, DeviceClaim
-from synthesis.models import I2V, PIPELINE_KINDS, CacheConfig, denoisers, load_pipeline, parse_wan_spec, pipeline_kind
+from synthesis.models import (
+    I2V,
+    PIPELINE_KINDS,
+    CacheConfig,
+    denoisers,
+    load_pipeline,
+    parse_wan_spec,
+    pipeline_kind,
+)
+from synthesis.prompt_rows import PROMPT_FIELDS
 from yume_core.config import ConfigError, to_dict
 from yume_core.errors import RowError
 from yume_core.manifest import DROPPED, FAILED, OK, mark, mark_each
@@ -61,14 +70,6 @@ WAN_NEGATIVE_PROMPT = (
 # Wan 2.1/2.2 14B geometry: 8x spatial VAE x (1, 2, 2) patches, 4x temporal VAE (frames = 4k + 1).
 SPATIAL_MULTIPLE, TEMPORAL_FACTOR = 16, 4
 
-PROMPT_FIELDS = [
-    ("prompt_id", pa.string()),
-    ("caption", pa.string()),
-    ("image_path", pa.string()),
-    ("status", pa.string()),
-    ("reason", pa.string()),
-    ("error", pa.string()),
-]
 
 SYNTH_FIELDS = [
     ("video_path", pa.string()),  # relative to the output folder

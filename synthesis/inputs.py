@@ -27,9 +27,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from synthesis.dedup import content_ids
+from synthesis.prompt_rows import PROMPT_COLUMNS
 from yume_core.manifest import DROPPED, FAILED, OK, mark
-
-PROMPT_COLUMNS = ("prompt_id", "caption", "image_path", "status", "reason", "error")
 
 
 class PromptsFormatError(ValueError):

@@ -29,11 +29,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from yume_core.storage import cache_root
+from yume_core.storage import build_once, cache_root
 
 TINY_KINDS = ("t2v", "i2v-2.1", "i2v-2.2")
 BUILDER_VERSION = 3
@@ -63,22 +61,8 @@ def tiny_wan_dir(kind: str = "t2v", seed: int = 0, cache_dir: str | os.PathLike 
     settings = _settings(kind, seed)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "tiny-random-wan"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{kind}-{digest}"
-    if (final / "model_index.json").is_file():
-        return final
-    work = Path(tempfile.mkdtemp(dir=root, prefix=".build-"))
-    try:
-        build_tiny_wan(kind, seed).save_pretrained(work)
-        try:
-            os.rename(work, final)  # atomic; fails if another builder got there first
-        except OSError:
-            if not (final / "model_index.json").is_file():
-                raise
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
-    return final
+    return build_once(root / f"{kind}-{digest}", "model_index.json",
+                      lambda work: build_tiny_wan(kind, seed).save_pretrained(work))
 
 
 def build_tiny_wan(kind: str = "t2v", seed: int = 0):

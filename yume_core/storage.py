@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 TMP_MARK = ".tmp-"
 
@@ -68,3 +69,27 @@ def cache_root() -> Path:
         root = Path(tempfile.gettempdir()) / f"yume-data-cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
         root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def build_once(final: Path, marker: str, write: Callable[[Path], None]) -> Path:
+    """`final`, written by `write(folder)` into a temp folder beside it and renamed into place, unless `final/marker`
+    already exists. Concurrent builders (workers starting together) are safe: the first rename wins and the others'
+    copies are thrown away."""
+    import shutil
+    import tempfile
+
+    if (final / marker).is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=final.parent, prefix=".build-"))
+    try:
+        write(work)
+        try:
+            os.rename(work, final)  # atomic; fails if another builder got there first
+        except OSError:
+            if not (final / marker).is_file():
+                raise
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    return final
