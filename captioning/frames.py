@@ -288,9 +288,9 @@ def _pick(
     """(frame indices to decode, their decode-order packet positions) for the uniform `targets` of [start, end).
 
     `exact`: the targets. `keyframe`: in each target's bin (the frames i of [start, end) with (i - start) * num //
-    (end - start) equal to the target's k), the keyframe nearest to the target (the earlier one on a tie), or the
-    target itself where the bin holds no keyframe other than the range's first or last frame; ranges of fewer than
-    2 * num frames are sampled exactly.
+    (end - start) equal to the target's k), the keyframe nearest to the target (the earlier one on a tie) among
+    those inside the range; failing one, the range's first or last frame if it is a keyframe in that bin; failing
+    that, the target itself. Ranges of fewer than 2 * num frames are sampled exactly.
     Keyframes are ranked by presentation order (timestamp), so an open-GOP keyframe (HEVC CRA) counts where it is
     shown, after its leading pictures."""
     order = np.argsort(pts, kind="stable")  # order[i]: decode-order position of the i-th frame shown
@@ -302,17 +302,21 @@ def _pick(
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     keys = np.sort(rank[keyframe])  # presentation indices of the keyframes
-    # never the range's first or last frame (see frame_indices): a clip's frame 0 is always a keyframe, and would
-    # otherwise be bin 0's pick whenever the GOP is longer than half a bin
-    keys = keys[(keys > start) & (keys < end - 1)]
+    keys = keys[(keys >= start) & (keys < end)]
+    # the range's first and last frames are a bin's last resort (see the module docstring): a clip's frame 0 is
+    # always a keyframe, and would otherwise be bin 0's pick whenever the GOP is longer than half a bin
+    edge = (keys == start) | (keys == end - 1)
+    inner, edges = keys[~edge], keys[edge]
     k = np.arange(num, dtype=np.int64)
     lo = start + (k * length + num - 1) // num  # bin k is [lo, hi): ceil(k L / num) <= i - start < ceil((k+1) L / num)
     hi = start + ((k + 1) * length + num - 1) // num
     picked = targets.copy()
-    for b, (a, z) in enumerate(zip(np.searchsorted(keys, lo), np.searchsorted(keys, hi))):
-        if z > a:
-            inside = keys[a:z]
-            picked[b] = inside[np.argmin(np.abs(inside - targets[b]))]  # argmin: the first (earlier) on a tie
+    for b in range(num):
+        for candidates in (inner, edges):
+            inside = candidates[(candidates >= lo[b]) & (candidates < hi[b])]
+            if inside.size:
+                picked[b] = inside[np.argmin(np.abs(inside - targets[b]))]  # argmin: the first (earlier) on a tie
+                break
     return picked, order[picked]
 
 
