@@ -14,9 +14,9 @@ GOP (keyframe interval) assumption, which decides what `seek="keyframe"` can do:
   - keyint 250: the x264/x265 default, i.e. what `ffmpeg -c:v libx265` gives when a clip is re-encoded without a
     `-g` (Sekai's clips are HEVC, so they were re-encoded; with which GOP is not known here: measure it on real
     clips with `ffprobe -skip_frame nokey -show_entries frame=pts -of csv <clip>`).
-With 8 frames per 10 s clip each bin is 1.25 s long, so at keyint 60 four of the eight bins hold no keyframe that
-may be picked (frame 0, a keyframe in every clip, never is) and are decoded exactly, and at keyint 250 seven of
-eight are; 60 s clips (`--seconds 60`: 7.5 s bins) get all 8 (keyint 60) or 7 of 8 (keyint 250) from keyframes.
+With 8 frames per 10 s clip each bin is 1.25 s long, so at keyint 60 three of the eight bins hold no keyframe and
+are decoded exactly (bin 0 takes frame 0, a keyframe in every clip, as its last resort), and at keyint 250 six of
+eight are; 60 s clips (`--seconds 60`: 7.5 s bins) get all 8 from keyframes at either keyint.
 The output says, per source, which frames came from keyframes.
 
 Timed, per source, best of `--reps` (order alternating), each over `--clips` items of 8 frames at 448x448, JPEG q90:

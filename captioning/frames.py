@@ -8,22 +8,24 @@ Seeking (`seek`, PyAV only) decides whether those centres are decoded as they ar
 
 - `"keyframe"` (default): in each bin, the keyframe nearest the bin's centre (keyframes ranked by presentation
   order from the packet index, so an HEVC CRA counts where it is shown; the earlier one on a tie), decoded alone:
-  one intra decode per frame, no reference chain, so a clip costs ~N keyframe decodes whatever its length. As for
-  the centres, the range's first and last frames are never picked (a clip's frame 0 is always a keyframe). A bin
-  that holds no other keyframe falls back to `exact` for its centre. The trade-off: a frame can be up to half a
-  bin from its uniform target (at most ceil(L / 2N) frames for a range of L frames; also at most half a GOP when
+  one intra decode per frame, no reference chain, so a clip costs ~N keyframe decodes whatever its length.
+  Keyframes inside the range come first; the range's first and last frames (a clip's frame 0 is always a keyframe)
+  are a bin's last resort, taken only when it holds no other keyframe: that is where cuts and fades sit, but one
+  keyframe decoded alone still beats the chain to the centre (on x265's default 250-frame GOP, bin 0 of a 60 s
+  clip holds only frame 0, and the 112-frame chain to its centre cost two thirds of the clip's decoding). A bin
+  with no keyframe at all falls back to `exact` for its centre. The trade-off: a frame can be up to half a bin
+  from its uniform target (at most ceil(L / 2N) frames for a range of L frames; also at most half a GOP when
   keyframes lie on both sides of the target inside the bin), never outside its own bin, so the frames still cover
   the range in order; fallback frames are exactly on target. For 8 frames of a 10 s clip a bin is 1.25 s (a frame
   moves <= 0.63 s); of a 60 s clip 7.5 s (<= 3.75 s; <= 1 s with 2 s GOPs). What it saves depends on the GOP,
-  since a bin holds a keyframe only when the keyframe interval is at most about a bin. Measured on 10 s 720p
-  clips, one core (`benchmarks/bench_frames.py`): with 2 s GOPs (YouTube-style, keyint 60 at 30 fps) 4 of 8
-  frames come from keyframes and a clip takes ~230 (H.264) / ~285 ms (HEVC), 1.5-1.6x faster than `exact`; with
-  x264/x265's default keyint 250, 1 of 8 and ~1.1x. On 60 s clips with 2 s GOPs all 8 come from keyframes:
-  ~95 / ~110 ms, ~5x faster than `exact`; with keyint 250 7 of 8 (bin 0 holds only frame 0 and falls back, a
-  112-frame chain): ~300 ms, ~5x faster than `exact`'s 1.3-1.7 s. A 720p keyframe decode costs ~7 ms (H.264) to
-  ~11 ms (HEVC) on one core, so 8 frames cannot go below ~70-100 ms per clip in software. Ranges shorter than 2N
-  frames are sampled exactly (bins under 2 frames; a floored centre can then lie in the neighbouring bin).
-  Captions must record `PreparedFrames.indices`, the frames actually used.
+  since a bin holds a keyframe only when the keyframe interval is at most about a bin. Measured on one core
+  (`benchmarks/bench_frames.py`, 720p, BENCHMARKS.md): 60 s clips (Sekai-Real-HQ's length) get all 8 frames from
+  keyframes with 2 s GOPs (keyint 60) and with keyint 250, ~80 ms per clip for H.264 and ~97 ms for HEVC, 5-20x
+  faster than `exact`; 10 s clips with 2 s GOPs 5 of 8 (~190 / ~230 ms, 1.7x `exact`), with keyint 250 2 of 8
+  (~1.15x). A 720p keyframe decode costs ~6.5 ms (H.264) to ~9 ms (HEVC) on one core, so 8 frames cannot go
+  below ~55-75 ms per clip in software. Ranges shorter than 2N frames are sampled exactly (bins under 2 frames; a
+  floored centre can then lie in the neighbouring bin). Captions must record `PreparedFrames.indices`, the frames
+  actually used.
 - `"exact"`: the centres themselves, each decoded from the keyframe before it (below).
 
 Either way the frame returned for index i is frame i, bit-identical to a full decode with `fast_decode=False` (tested
@@ -44,18 +46,20 @@ Decoding (`decoder`):
   `yume_core.media.iter_frames`). It then decodes only from the keyframe at or before each sampled frame up to that
   frame (for a keyframe: the keyframe alone), and tells FFmpeg to skip the non-reference frames that are not
   sampled (`skip_frame=NONREF`, switched per packet): no other frame depends on them, so the sampled frames are
-  bit-identical to a full decode. Index and decoding share one open of the file (rewound; reopened only if the
-  rewind does not land on the first packet): opening an H.264 mp4 costs ~8 ms, about one 720p keyframe decode.
+  bit-identical to a full decode. Index and decoding share one open of the file (opening an H.264 mp4 costs
+  ~6 ms, about one 720p keyframe decode), and the decoding seeks to each run of needed packets rather than reading
+  the ones in between (3.5-5 ms per 60 s clip); every packet is checked against the index, and if a seek lands
+  wrong the file is opened again and read through from its first packet.
   Scaling and colour conversion run in one swscale call on the 8 chosen frames only; `resize="area"` (default)
   averages the source pixels under each output pixel, so a 1280x720 -> 448x448 downscale is anti-aliased, at about
-  half the cost of `"bicubic"` (~2 vs ~4 ms per 720p frame on one core).
+  half the cost of `"bicubic"` (~1 vs ~1.5 ms per 720p frame to 448x448 on one core; the JPEG adds ~0.7 ms).
   `fast_decode` (default on) skips H.264/HEVC's in-loop deblocking filter where no decoded frame is predicted from
   the result: on every frame when each sampled frame is a keyframe decoded alone, otherwise on non-reference frames
   only. So errors cannot propagate: the frames differ from a full decode by a fraction of a grey level on average
-  (0.03-0.23 measured on 720p clips; tests bound it), and the decode is cheaper (deblocking is a large share of an
-  HEVC decode). With `fast_decode=False` every frame is bit-identical to a full decode.
-  Containers without timestamps (a raw `.h264` stream) are decoded linearly, counting frames, and sampled exactly
-  whatever `seek` says.
+  (0.03-0.23 measured on 720p clips; tests bound it), and 8 keyframes of a 60 s 720p clip decode ~6-9% faster
+  (H.264 56.6 -> 52.0 ms, HEVC 81.8 -> 76.5 ms). With `fast_decode=False` every frame is bit-identical to a full
+  decode. Containers without timestamps (a raw `.h264` stream), or whose timestamps repeat, are decoded linearly,
+  counting frames, and sampled exactly whatever `seek` says.
 - `"decord"`: decord 0.6's `get_batch` with decord's own resize at decode time (measured: no slower than decoding
   at full size, where a Pillow resize afterwards costs ~6 ms per 720p frame). It decodes every frame between
   keyframe and target, so it measured 1.6-2.0x slower than the sparse reader on 720p H.264 and HEVC
@@ -253,22 +257,25 @@ def _read_pyav(path: str, config: FrameConfig, start: int, stop: int | None) -> 
         end = len(keyframe) if stop is None else stop
         indices, target_pos = _pick(pts, keyframe, indices, config.seek, start, end)
         try:
-            container.seek(0)
-            return indices, _decode_sparse(path, container, pts, keyframe, target_pos, config)
+            return indices, _decode_sparse(path, container, pts, keyframe, target_pos, config, seek=True)
         except (_Misplaced, av.FFmpegError, RowError):
-            pass  # the rewind went wrong, or the file is damaged: a fresh open decodes it again, or says why not
+            pass  # a seek went wrong, or the file is damaged: a fresh open reads it through, or says why not
     with av.open(path) as container:
-        return indices, _decode_sparse(path, container, pts, keyframe, target_pos, config)
+        try:
+            return indices, _decode_sparse(path, container, pts, keyframe, target_pos, config, seek=False)
+        except _Misplaced as e:
+            raise _truncated(path, f"its packets do not match its index ({e})") from None
 
 
 def _scan(path: str) -> tuple[np.ndarray | None, np.ndarray]:
-    """The packet index of a file in decode order: (timestamps, or None when a packet has none; keyframe flags)."""
+    """The packet index of a file in decode order (see `_index`)."""
     container, stream = open_input(path)
     with container:
         return _index(path, container, stream)
 
 
 def _index(path: str, container, stream) -> tuple[np.ndarray | None, np.ndarray]:
+    """(timestamps in decode order, or None when some packet has none or two share one; keyframe flags)."""
     try:
         promised = int(stream.frames or 0)
         scan = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size > 0]
@@ -279,7 +286,10 @@ def _index(path: str, container, stream) -> tuple[np.ndarray | None, np.ndarray]
     keyframe = np.array([k for _, k in scan], dtype=bool)
     if any(p is None for p, _ in scan):
         return None, keyframe
-    return np.array([p for p, _ in scan], dtype=np.int64), keyframe
+    pts = np.array([p for p, _ in scan], dtype=np.int64)
+    if len(np.unique(pts)) < len(pts):  # timestamps that do not name one frame each: count frames instead
+        return None, keyframe
+    return pts, keyframe
 
 
 def _pick(
@@ -337,11 +347,19 @@ class _Misplaced(Exception):
 
 
 def _decode_sparse(
-    path: str, container, pts: np.ndarray, keyframe: np.ndarray, target_pos: np.ndarray, config: FrameConfig
+    path: str, container, pts: np.ndarray, keyframe: np.ndarray, target_pos: np.ndarray, config: FrameConfig,
+    seek: bool,
 ):
-    """Decode the frames at decode-order positions `target_pos` from `container`, read from its first packet."""
+    """Decode the frames at decode-order positions `target_pos` from `container`.
+
+    The needed packets form runs, each starting on a keyframe. With `seek`, the demuxer jumps to each run's
+    keyframe (an index lookup in mp4: for 8 keyframes of a 60 s clip ~0.1 ms where reading the packets in between
+    costs 3.5-5 ms); without, it reads from the first packet on. Either way every packet is checked against the
+    index, and `_Misplaced` is raised when a seek lands after a run's keyframe or packets go missing."""
     need = _needed_packets(pts, keyframe, target_pos)
-    last = int(target_pos.max())
+    bounds = np.flatnonzero(np.diff(np.concatenate([[0], need.astype(np.int8), [0]])))
+    runs = list(zip(bounds[::2].tolist(), (bounds[1::2] - 1).tolist()))  # [first, last] positions of each run
+    position = {int(t): i for i, t in enumerate(pts.tolist())}
     want = set(pts[target_pos].tolist())
     got: dict[int, np.ndarray] = {}
     reformatter = VideoReformatter()
@@ -356,26 +374,29 @@ def _decode_sparse(
     ctx.thread_count = 1
     keyframes_alone = int(need.sum()) == len(want) and bool(keyframe[target_pos].all())
     _decoder_options(ctx, config, keyframes_alone)
-    pos, live = 0, False  # live: the decoder holds state from packets sent since its last flush
+    packets, pos = None, -1
     try:
-        for packet in container.demux(stream):
-            if packet.size <= 0:
-                continue
-            if pos > last:
-                break
-            if packet.pts != pts[pos]:
-                raise _Misplaced(f"packet {pos} has pts {packet.pts}, the index {pts[pos]}")
-            if need[pos]:
+        for first, last in runs:
+            if seek:  # to the keyframe at or before the run's start: the run's own (an earlier one is skipped)
+                container.seek(int(pts[first]), stream=stream, backward=True, any_frame=False)
+            if seek or packets is None:
+                packets = (p for p in container.demux(stream) if p.size > 0)
+            expected = first
+            for packet in packets:
+                pos = position.get(packet.pts, -1)
+                if expected == first and 0 <= pos < first:
+                    continue  # before the run: packets the decoder does not need
+                if pos != expected:
+                    raise _Misplaced(f"packet {expected} expected, got pts {packet.pts} (index position {pos})")
                 ctx.skip_frame = "DEFAULT" if packet.pts in want else "NONREF"
                 keep(ctx.decode(packet))
-                live = True
-            elif live:  # jumping ahead to another keyframe: drain the frames held for reordering, then reset
-                keep(ctx.decode(None))
-                ctx.flush_buffers()
-                live = False
-            pos += 1
-        if live:
-            keep(ctx.decode(None))
+                if pos == last:
+                    break
+                expected += 1
+            else:
+                raise _Misplaced(f"the packets ended before packet {expected}")
+            keep(ctx.decode(None))  # drain the frames held for reordering, then reset for the next run
+            ctx.flush_buffers()
     except av.FFmpegError as e:
         raise _truncated(path, f"decoding failed near packet {pos} ({e})") from None
     if len(got) < len(want):

@@ -234,23 +234,69 @@ def test_keyframe_seek_with_a_long_gop_falls_back_and_stays_exact(clips, kind, n
     _check_keyframe_picks(prepared, path, num, start, end)
 
 
-def test_a_failed_rewind_decodes_from_a_fresh_open(clips, monkeypatch):
-    """Index and decoding share one open; if the second pass does not see the index's packets, open again."""
+def test_a_failed_seek_decodes_from_a_fresh_open_reading_through(clips, monkeypatch):
+    """Index and decoding share one open, the decoding seeking to each run of packets; if a seek does not land on
+    the index's packets, the file is opened again and read through from its first packet."""
     from captioning import frames
 
     real, calls = frames._decode_sparse, []
 
-    def first_fails(path, container, *args):
-        calls.append(container)
+    def first_fails(path, container, *args, seek):
+        calls.append((container, seek))
         if len(calls) == 1:
             raise frames._Misplaced("packet 0")
-        return real(path, container, *args)
+        return real(path, container, *args, seek=seek)
 
     monkeypatch.setattr(frames, "_decode_sparse", first_fails)
     prepared = prepare_frames(clips["hevc"], FrameConfig(size=32, seek="exact"))
-    assert len(calls) == 2 and calls[0] is not calls[1]
+    assert [seek for _, seek in calls] == [True, False] and calls[0][0] is not calls[1][0]
     assert prepared.indices.tolist() == frame_indices(N, 8).tolist()
     np.testing.assert_allclose(_levels(prepared), prepared.indices, atol=0.5)
+
+
+def test_a_seek_that_lands_past_a_runs_keyframe_is_caught(clips):
+    """A demuxer that seeks too far (here: always to the last keyframe) must not hand back wrong frames."""
+    import av
+
+    from captioning import frames
+
+    path = str(clips["h264_gop10"])
+    pts, keyframe = frames._scan(path)
+    _, target_pos = frames._pick(pts, keyframe, frame_indices(N, 3), "keyframe", 0, N)
+    last_key = int(pts[np.flatnonzero(keyframe)].max())
+
+    class TooFar:
+        def __init__(self, container):
+            self.container, self.streams = container, container.streams
+
+        def seek(self, offset, **kwargs):
+            self.container.seek(last_key, **kwargs)
+
+        def demux(self, stream):
+            return self.container.demux(stream)
+
+    with av.open(path) as container, pytest.raises(frames._Misplaced):
+        frames._decode_sparse(path, TooFar(container), pts, keyframe, target_pos, FrameConfig(size=32), seek=True)
+
+
+@pytest.mark.parametrize("kind", ["h264", "hevc", "hevc_closed", "h264_gop10", "hevc_gop10"])
+@pytest.mark.parametrize("seek_mode", ["exact", "keyframe"])
+def test_seeking_to_each_run_decodes_what_reading_through_does(clips, kind, seek_mode):
+    """The two ways through the packets (the fallback reads every packet from the first) give the same pixels."""
+    import av
+
+    from captioning.frames import _decode_sparse, _pick, _scan
+
+    path = str(clips[kind])
+    pts, keyframe = _scan(path)
+    _, target_pos = _pick(pts, keyframe, frame_indices(N, 5, 3, 37), seek_mode, 3, 37)
+    config = FrameConfig(size=32)
+    decoded = []
+    for seek in (True, False):
+        with av.open(path) as container:
+            decoded.append(_decode_sparse(path, container, pts, keyframe, target_pos, config, seek=seek))
+    for a, b in zip(*decoded):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("kind", ["h264", "hevc"])
