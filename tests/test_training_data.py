@@ -1,8 +1,11 @@
 """Training windows: the latent space, window cutting, action alignment and the streaming loader over real shards."""
 
+import functools
+import http.server
 import itertools
 import json
 import os
+import shutil
 import threading
 
 import numpy as np
@@ -241,6 +244,44 @@ def test_sources_resolve_alike_and_epochs_repeat(data):
     assert sorted(w["key"] for w in forever) == sorted(one * 3)
     with pytest.raises(ValueError, match=r"no \*\.tar"):
         WindowLoader(data["root"], cfg)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_shards_stream_over_http_from_a_server_on_loopback(data):
+    """http:// shards go through webdataset's opener (curl): the same windows in the same order as from disk."""
+    if shutil.which("curl") is None:
+        pytest.skip("webdataset reads http:// shards through curl, which is not installed here")
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(data["plain"]))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        pattern = f"http://127.0.0.1:{server.server_address[1]}/shard-{{000000..000002}}.tar"
+        cfg = DataConfig(seed=1)
+        assert _keys(WindowLoader(pattern, cfg, epochs=1)) == _keys(WindowLoader(data["plain"], cfg, epochs=1))
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_ranks_of_a_distributed_job_split_the_shards(data, monkeypatch):
+    """Each rank reads its own shards (position mod world size in the epoch's order): together all, none twice."""
+    from training_stub import data as data_module
+
+    cfg = DataConfig(seed=2, shuffle_buffer=0)
+    everything = _keys(WindowLoader(data["plain"], cfg, epochs=1))
+    per_rank = []
+    for rank in range(2):
+        monkeypatch.setattr(data_module, "_distributed", lambda rank=rank: (rank, 2))
+        per_rank.append(_keys(WindowLoader(data["plain"], cfg, epochs=1)))
+    assert all(per_rank) and not set(per_rank[0]) & set(per_rank[1])
+    assert sorted(per_rank[0] + per_rank[1]) == sorted(everything)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
