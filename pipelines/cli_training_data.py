@@ -7,15 +7,6 @@ from pathlib import Path
 import click
 
 
-def action_phrases(vocabulary: str) -> list[str]:
-    """The quantizer's own phrase table (exactly the strings shards hold), then the prefix and each key and mouse
-    phrase alone, without repeats: what `training_stub.text.vocabulary_phrases` reads from the same file."""
-    import quantize_actions
-
-    vocab = quantize_actions.load_vocabulary(vocabulary)
-    return list(dict.fromkeys([*vocab.phrase_table(), vocab.prefix, *vocab.keys.values(), *vocab.mouse.values()]))
-
-
 @click.command("embed-actions")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="safetensors file to write (atomically).")
@@ -27,16 +18,14 @@ def action_phrases(vocabulary: str) -> list[str]:
 @click.option("--device", default="cpu", show_default=True)
 def embed_actions(output, encoder, vocabulary, max_length, device):
     """Encode every action phrase of a vocabulary once into a safetensors file keyed by phrase."""
-    from quantize_actions import VocabularyError
     from training_stub.text import ActionCache
     from training_stub.text import embed_actions as write_cache
+    from yume_core.actions import VocabularyError
 
     try:
-        phrases = action_phrases(vocabulary)
-    except VocabularyError as e:
+        path = write_cache(output, encoder, vocabulary, max_length=max_length, device=device)
+    except VocabularyError as e:  # read before any model loads
         raise click.BadParameter(str(e), param_hint="--vocabulary") from None
-    try:
-        path = write_cache(output, encoder, vocabulary, phrases=phrases, max_length=max_length, device=device)
     except ValueError as e:  # a malformed model spec, a non-T5 model or a phrase over --max-length
         raise click.ClickException(str(e)) from None
     cache = ActionCache.load(path)

@@ -7,7 +7,6 @@ manifest stage). The rule itself is `quantize` / `quantize_many`; `reference_qua
 from quantize_actions.batch import TrajectoryBatch
 from quantize_actions.config import QuantizeConfig
 from quantize_actions.histogram import action_histogram, plot_action_histogram
-from quantize_actions.labels import KEY_LABELS, MOUSE_LABELS
 from quantize_actions.metrics import motion_metrics, motion_metrics_batch, motion_metrics_many
 from quantize_actions.reference import reference_motion, reference_quantize
 from quantize_actions.rule import BatchLabels, quantize, quantize_batch, quantize_many
@@ -16,7 +15,14 @@ from quantize_actions.stage import ACTION_COLUMNS, FILE_COLUMNS, action_columns,
 from quantize_actions.synthetic import random_walk_trajectory
 from quantize_actions.trajectory_io import find_trajectory_files, load_trajectory
 from quantize_actions.validate import validate_poses
-from quantize_actions.vocabulary import Vocabulary, VocabularyError, available_vocabularies, load_vocabulary
+from yume_core.actions import (
+    KEY_LABELS,
+    MOUSE_LABELS,
+    Vocabulary,
+    VocabularyError,
+    available_vocabularies,
+    load_vocabulary,
+)
 
 __all__ = [
     "ACTION_COLUMNS",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from yume_core.actions import phrase_table
+
 
 @dataclass(frozen=True)
 class QuantizeConfig:
@@ -35,8 +37,6 @@ class QuantizeConfig:
             )
         if self.fps <= 0:
             raise ValueError(f"fps must be positive, got {self.fps}")
-        from quantize_actions.vocabulary import phrase_table  # here: vocabulary imports labels, not config
-
         phrase_table(self.vocabulary)  # a wrong name or a broken file stops the run before any batch starts
 
     @property

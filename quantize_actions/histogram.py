@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from quantize_actions.labels import KEY_LABELS, MOUSE_LABELS, NUM_LABELS
+from yume_core.actions import KEY_LABELS, MOUSE_LABELS, NUM_LABELS
 from yume_core.storage import atomic_path
 
 

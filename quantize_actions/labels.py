@@ -1,4 +1,4 @@
-"""The two action vocabularies as small integer codes.
+"""The two action label sets (`yume_core.actions`) as small integer codes.
 
 Per-frame labels are stored and computed as uint8 codes indexing these tuples: a 540M-step dataset then costs bytes
 per step, and run detection, majority votes and histograms become integer array operations. The code tables are
@@ -11,9 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-KEY_LABELS = ("None", "W", "S", "D", "A", "W+D", "W+A", "S+D", "S+A")
-MOUSE_LABELS = ("·", "→", "←", "↑", "↓", "↑→", "↑←", "↓→", "↓←")
-NUM_LABELS = 9
+from yume_core.actions import KEY_LABELS, MOUSE_LABELS
 
 
 def _sign_table(labels, first: tuple[str, str], second: tuple[str, str], joiner: str, still: str) -> np.ndarray:

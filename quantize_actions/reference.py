@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from quantize_actions.config import QuantizeConfig
-from quantize_actions.labels import KEY_LABELS, MOUSE_LABELS
+from yume_core.actions import KEY_LABELS, MOUSE_LABELS
 
 
 def reference_motion(poses: np.ndarray, stride: int = 1) -> np.ndarray:

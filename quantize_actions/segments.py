@@ -22,9 +22,9 @@ import numpy as np
 import pyarrow as pa
 
 from quantize_actions.config import QuantizeConfig
-from quantize_actions.labels import KEY_LABELS, MOUSE_LABELS, NUM_LABELS, key_strings, mouse_strings
+from quantize_actions.labels import key_strings, mouse_strings
 from quantize_actions.rule import BatchLabels
-from quantize_actions.vocabulary import phrase_table
+from yume_core.actions import KEY_LABELS, MOUSE_LABELS, NUM_LABELS, phrase_table
 from yume_core.manifest import SEGMENT_TYPE
 
 

@@ -16,7 +16,6 @@ import webdataset as wds
 
 import quantize_actions
 import shards
-from quantize_actions.vocabulary import phrase_table
 from training_stub.data import (
     DataConfig,
     WindowLoader,
@@ -31,6 +30,7 @@ from training_stub.windows import (
     window_actions,
     window_text,
 )
+from yume_core.actions import phrase_table
 from yume_core.config import from_dict, to_dict
 from yume_core.media import read_frames
 from yume_core.sample_data import make_sekai_sample

@@ -7,15 +7,13 @@ import torch
 from click.testing import CliRunner
 
 from pipelines.cli import main
-from pipelines.cli_training_data import action_phrases
-from quantize_actions.vocabulary import load_vocabulary, phrase_table
 from training_stub.text import (
     ActionCache,
     EventTextCache,
     TextEncoder,
     embed_actions,
-    vocabulary_phrases,
 )
+from yume_core.actions import load_vocabulary, phrase_table
 from yume_core.storage import TMP_MARK
 from yume_core.tiny_text import save_tiny_umt5, tiny_t5_tokenizer
 
@@ -61,21 +59,20 @@ def test_checkpoint_directories_load_the_same_model(encoder, tmp_path):
         TextEncoder("not a spec")
 
 
-def test_vocabulary_phrases_are_the_quantizers_strings():
-    phrases = vocabulary_phrases("yume15")
+def test_the_phrases_cached_are_the_quantizers_strings_and_their_parts():
+    phrases = load_vocabulary("yume15").all_phrases()
     vocab = load_vocabulary("yume15")
-    assert phrases == action_phrases("yume15")  # the file read here and the quantizer agree
     assert set(phrase_table("yume15")) <= set(phrases) and len(set(phrase_table("yume15"))) == 81
     assert len(phrases) == 81 + 18  # + each key and mouse phrase alone; the prefix alone is the no-action phrase
     assert vocab.prefix in phrases and set(vocab.keys.values()) <= set(phrases)
     assert "First-person perspective. The camera pushes forward (W). The camera pans to the right (→)." in phrases
     with pytest.raises(ValueError, match="neither a packaged name"):
-        vocabulary_phrases("no-such-vocabulary")
+        embed_actions("unused.safetensors", "tiny-random", vocabulary="no-such-vocabulary")
 
 
 def test_action_cache_holds_every_phrase_once_encoded(cache_file, encoder):
     cache = ActionCache.load(cache_file)
-    phrases = vocabulary_phrases("yume15")
+    phrases = load_vocabulary("yume15").all_phrases()
     assert len(cache) == len(phrases) and all(p in cache for p in phrases)
     assert cache.dim == 32
     assert cache.metadata["encoder"] == "tiny-random:1" and cache.metadata["vocabulary"] == "yume15"
@@ -125,7 +122,8 @@ def test_cli_embed_actions(tmp_path):
     assert result.exit_code == 0, result.output
     assert "99 action phrases of vocabulary 'yume15'" in result.output and "dim 32" in result.output
     cache = ActionCache.load(out)
-    assert set(cache.tensors) == set(action_phrases("yume15")) and cache.metadata["encoder"] == "tiny-random:2"
+    assert set(cache.tensors) == set(load_vocabulary("yume15").all_phrases())
+    assert cache.metadata["encoder"] == "tiny-random:2"
     bad = runner.invoke(main, ["embed-actions", "-o", str(tmp_path / "x.safetensors"), "--vocabulary", "nope"])
     assert bad.exit_code == 2 and "nope" in bad.output
     short = runner.invoke(main, ["embed-actions", "-o", str(tmp_path / "y.safetensors"), "--max-length", "8"])

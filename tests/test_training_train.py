@@ -8,7 +8,6 @@ import torch
 
 from training_stub import checkpoint as ckpt
 from training_stub.config import config_from_dict, load_config
-from training_stub.text import vocabulary_phrases
 from training_stub.train import (
     ACTION_CACHE,
     LOSS_LOG,
@@ -17,7 +16,9 @@ from training_stub.train import (
     collate,
     train,
 )
+from yume_core.actions import load_vocabulary
 
+PHRASES = load_vocabulary("yume15").all_phrases()
 SMALL = {
     "data": {"latents": {"height": 16, "width": 16, "patch": 4}, "chunk_latents": 2, "max_history_chunks": 3},
     "model": {"width": 64, "depth": 2, "heads": 2, "tscm": {"tiers": [[2, 1, 2, 2], [4, 1, 4, 4]], "channel_dim": 16}},
@@ -77,7 +78,7 @@ def one_thread():
 def cache(tmp_path_factory):
     from training_stub.text import embed_actions
 
-    return embed_actions(tmp_path_factory.mktemp("actions") / ACTION_CACHE, phrases=vocabulary_phrases()[:6])
+    return embed_actions(tmp_path_factory.mktemp("actions") / ACTION_CACHE, phrases=PHRASES[:6])
 
 
 def _silent(_msg):
@@ -86,7 +87,7 @@ def _silent(_msg):
 
 def test_loss_falls_and_the_run_leaves_a_log_a_plot_and_a_checkpoint(tmp_path, cache):
     config = load_config("cpu", {**SMALL, "steps": 80, "checkpoint_every": 0})
-    phrases = vocabulary_phrases()[:3]
+    phrases = PHRASES[:3]
     summary = train(None, config, tmp_path, action_cache=cache, device="cpu",
                     windows=ExactWindows(config, phrases), log=_silent)
     assert summary["steps"] == 80
@@ -104,7 +105,7 @@ def test_loss_falls_and_the_run_leaves_a_log_a_plot_and_a_checkpoint(tmp_path, c
 
 def test_optimizer_state_round_trips_through_safetensors(tmp_path, cache):
     config = load_config("cpu", SMALL)
-    windows = ExactWindows(config, vocabulary_phrases()[:3])
+    windows = ExactWindows(config, PHRASES[:3])
     trainer = Trainer(config, text_dim=32)
     from training_stub.train import TextSide, batches
 
@@ -127,7 +128,7 @@ def test_optimizer_state_round_trips_through_safetensors(tmp_path, cache):
 
 def test_resume_from_a_checkpoint_gives_the_same_next_loss(tmp_path, cache):
     config = load_config("cpu", {**SMALL, "steps": 6, "checkpoint_every": 5})
-    phrases = vocabulary_phrases()[:3]
+    phrases = PHRASES[:3]
     straight = tmp_path / "straight"
     train(None, config, straight, action_cache=cache, device="cpu", windows=ExactWindows(config, phrases), log=_silent)
     expected = [json.loads(line)["loss"] for line in (straight / LOSS_LOG).read_text().splitlines()][-1]
@@ -178,7 +179,7 @@ def test_bf16_autocast_trains_on_cpu(cache):
     from training_stub.train import TextSide, batches
 
     trainer = Trainer(config, text_dim=32)
-    stream = batches(iter(ExactWindows(config, vocabulary_phrases()[:3])), TextSide("tiny-random", 64, cache), config)
+    stream = batches(iter(ExactWindows(config, PHRASES[:3])), TextSide("tiny-random", 64, cache), config)
     losses = [trainer.train_step([next(stream)]) for _ in range(2)]
     assert all(0 < loss < 10 for loss in losses)
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # weights stay fp32 (mixed precision)

@@ -2,7 +2,7 @@
 TSCM's promise: a per-chunk cost that stops growing with history.
 
     loader = WindowLoader("out/shards", DataConfig())          # streaming windows: history + chunk + actions + text
-    embed_actions("actions.safetensors", vocabulary_phrases()) # the fixed action phrases, encoded once
+    embed_actions("actions.safetensors")                       # the fixed action phrases, encoded once
     train("out/shards", load_config("cpu"), "run/")            # rectified flow, checkpoints, loss plot
     report = run_check(*load_trained("run/"), ...)             # TSCM vs full context vs sliding window
 
@@ -16,7 +16,7 @@ from training_stub.flow_matching import euler_sample, velocity_loss
 from training_stub.infer_check import judge, load_trained, rollout, run_check
 from training_stub.latents import LatentSpace
 from training_stub.model import WorldDiT
-from training_stub.text import ActionCache, EventTextCache, TextEncoder, embed_actions, vocabulary_phrases
+from training_stub.text import ActionCache, EventTextCache, TextEncoder, embed_actions
 from training_stub.train import TextSide, Trainer, train
 from training_stub.tscm import ChannelFusion, HistoryEncoder, PatchEmbed, plan, token_counts
 
@@ -50,5 +50,4 @@ __all__ = [
     "token_counts",
     "train",
     "velocity_loss",
-    "vocabulary_phrases",
 ]

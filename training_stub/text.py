@@ -15,15 +15,11 @@ from pathlib import Path
 
 import torch
 
-from yume_core.config import load_named_yaml
+from yume_core.actions import load_vocabulary
 from yume_core.model_spec import parse_model_spec
 from yume_core.storage import atomic_path
 
 CACHE_FORMAT = "yume-action-cache/1"
-# The action vocabularies are data files shipped beside the quantizer; they are read as files here because a stage
-# imports no other stage. `pipelines` passes the quantizer's own phrase table instead (see `embed_actions`).
-VOCABULARY_DIR = Path(__file__).resolve().parents[1] / "quantize_actions" / "vocabularies"
-STILL_KEYS, STILL_MOUSE = "None", "·"  # labels whose phrase a combined phrase omits (FACTS §3)
 
 
 class TextEncoder:
@@ -85,26 +81,6 @@ def _load_encoder(spec: str, device: torch.device):
 # ------------------------------------------------------------------------------------------------ action phrases
 
 
-def vocabulary_phrases(vocabulary: str | Path = "yume15") -> list[str]:
-    """Every string the trainer may look up for a vocabulary: the combined phrase of each (keys, mouse) pair, as
-    the quantizer writes it into shards (prefix + key phrase + mouse phrase, a still key or still mouse omitted:
-    81 for 9 x 9 labels), then the prefix alone and each key and mouse phrase alone (still ones included), so a
-    model may also condition on the parts. Duplicates (the prefix is the combined phrase of "no action") once."""
-    known = sorted(p.stem for p in VOCABULARY_DIR.glob("*.yaml"))
-    path, data = load_named_yaml(vocabulary, VOCABULARY_DIR, "vocabulary", ValueError, known)
-    try:
-        prefix = data["prefix"].strip()
-        keys = {str(k): v.strip() for k, v in data["keys"].items()}
-        mouse = {str(k): v.strip() for k, v in data["mouse"].items()}
-    except (KeyError, AttributeError, TypeError) as e:
-        raise ValueError(f"{path}: not an action vocabulary (prefix, keys, mouse): {e}") from None
-    combined = [
-        " ".join(p for p in (prefix, keys[k] if k != STILL_KEYS else "", mouse[m] if m != STILL_MOUSE else "") if p)
-        for k in keys for m in mouse
-    ]
-    return list(dict.fromkeys([*combined, prefix, *keys.values(), *mouse.values()]))
-
-
 def embed_actions(
     out_path: str | Path,
     encoder_spec: str = "tiny-random",
@@ -116,13 +92,13 @@ def embed_actions(
     """Encode every phrase once and write `out_path` (safetensors, atomically): one [L, dim] float32 tensor per
     phrase, named by the phrase itself; metadata: format, encoder, vocabulary, dim, max_length, phrases.
 
-    `phrases` defaults to `vocabulary_phrases(vocabulary)`; `yume-data embed-actions` passes the quantizer's own
-    phrase table (the strings the shards hold) plus the parts, which is the same list. An action phrase is never
+    `phrases` defaults to the vocabulary's `all_phrases()` (`yume_core.actions`): the phrase table the quantizer
+    writes into shards, plus the prefix and each key and mouse phrase alone. An action phrase is never
     truncated (two phrases differing only in their tail would get one embedding): `max_length` None fits the
     longest phrase, and a `max_length` shorter than a phrase is a ValueError."""
     from safetensors.torch import save_file
 
-    phrases = list(dict.fromkeys(phrases if phrases is not None else vocabulary_phrases(vocabulary)))
+    phrases = list(dict.fromkeys(phrases if phrases is not None else load_vocabulary(vocabulary).all_phrases()))
     if not phrases:
         raise ValueError("no action phrases to embed")
     encoder = TextEncoder(encoder_spec, max_length=max_length or 1, device=device)

@@ -1,4 +1,7 @@
-"""Action labels -> the phrases a text encoder sees, loaded from versioned YAML files.
+"""The action labels and the phrases a text encoder sees for them, loaded from versioned YAML files.
+
+This is the contract between the stage that writes prompts (`quantize_actions`) and the trainer that looks their
+embeddings up (`training_stub`), so it lives in the core: both read the same labels and the same files.
 
 The phrases are data, not code: Yume-1.0 and Yume-1.5 use different wordings for the same labels, and a model is
 tied to the exact strings it was trained on, so a dataset records which vocabulary version produced its prompts.
@@ -7,16 +10,19 @@ tied to the exact strings it was trained on, so a dataset records which vocabula
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
 
-from quantize_actions.labels import KEY_LABELS, MOUSE_LABELS
 from yume_core.config import load_named_yaml
 
-VOCABULARY_DIR = Path(__file__).with_name("vocabularies")
+KEY_LABELS = ("None", "W", "S", "D", "A", "W+D", "W+A", "S+D", "S+A")
+MOUSE_LABELS = ("·", "→", "←", "↑", "↓", "↑→", "↑←", "↓→", "↓←")
+NUM_LABELS = 9
 STILL_KEYS, STILL_MOUSE = KEY_LABELS[0], MOUSE_LABELS[0]
+
+VOCABULARY_DIR = Path(__file__).with_name("vocabularies")
 
 
 class VocabularyError(ValueError):
@@ -51,6 +57,12 @@ class Vocabulary:
         """Phrase of every (keys, mouse) pair, at index key_code * NUM_LABELS + mouse_code: labels are codes in the
         hot path, so phrasing a batch of segments is one lookup per segment."""
         return tuple(self.phrase(k, m, omit_still) for k in KEY_LABELS for m in MOUSE_LABELS)
+
+    def all_phrases(self) -> list[str]:
+        """Every string a trainer may look up: the phrase table (exactly the strings shards hold: 81 for 9 x 9
+        labels), then the prefix and each key and mouse phrase alone (still ones included), so a model may also
+        condition on the parts; duplicates once (the prefix is the combined phrase of "no action")."""
+        return list(dict.fromkeys([*self.phrase_table(), self.prefix, *self.keys.values(), *self.mouse.values()]))
 
 
 @functools.lru_cache(maxsize=16)
