@@ -313,8 +313,7 @@ def _pick(
     rank[order] = np.arange(len(order))
     keys = np.sort(rank[keyframe])  # presentation indices of the keyframes
     keys = keys[(keys >= start) & (keys < end)]
-    # the range's first and last frames are a bin's last resort (see the module docstring): a clip's frame 0 is
-    # always a keyframe, and would otherwise be bin 0's pick whenever the GOP is longer than half a bin
+    # the range's first and last frames only where a bin holds no other keyframe (see the module docstring)
     edge = (keys == start) | (keys == end - 1)
     inner, edges = keys[~edge], keys[edge]
     k = np.arange(num, dtype=np.int64)
