@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from yume_core.actions import KEY_LABELS, MOUSE_LABELS, NUM_LABELS
-from yume_core.storage import atomic_path
+from yume_core.figures import agg_figure, save_png
 
 
 def _as_list_array(lists) -> pa.ChunkedArray:
@@ -56,17 +56,13 @@ def action_histogram(keys_lists, mouse_lists) -> dict:
 def plot_action_histogram(hist: dict, path: str | Path, title: str = "Action histogram") -> Path:
     """Bars for keys and mouse, a heat map for the pairs; PNG written atomically.
 
-    Uses the Agg canvas directly (no pyplot), so it neither needs a display nor changes the caller's backend.
+    No display needed, the caller's matplotlib backend untouched (`yume_core.figures`).
     """
     import matplotlib  # here, not at the top: it costs ~0.5 s to import, and only plotting needs it
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
-    path = Path(path)
     pairs = np.array([[hist["pairs"][k][m] for m in MOUSE_LABELS] for k in KEY_LABELS], dtype=float)
     with matplotlib.rc_context({"font.family": "DejaVu Sans"}):  # has glyphs for the arrows and ·
-        fig = Figure(figsize=(15, 4.8), layout="constrained")
-        FigureCanvasAgg(fig)
+        fig = agg_figure(figsize=(15, 4.8), layout="constrained")
         ax_k, ax_m, ax_p = fig.subplots(1, 3, width_ratios=[1, 1, 1.2])
         for ax, labels, kind in ((ax_k, KEY_LABELS, "keys"), (ax_m, MOUSE_LABELS, "mouse")):
             ax.bar(range(NUM_LABELS), [hist[kind][label] for label in labels], color="tab:blue")
@@ -81,6 +77,4 @@ def plot_action_histogram(hist: dict, path: str | Path, title: str = "Action his
         ax_p.set_title("share of steps per (keys, mouse)")
         fig.colorbar(im, ax=ax_p)
         fig.suptitle(f"{title}: {hist['steps']:,} steps")
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
-    return path
+        return save_png(fig, path)

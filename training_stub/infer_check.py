@@ -36,7 +36,8 @@ import torch
 
 from training_stub.flow_matching import euler_schedule
 from training_stub.model import WorldDiT
-from yume_core.storage import atomic_path, atomic_write_text
+from yume_core.figures import agg_figure, save_png
+from yume_core.storage import atomic_write_text
 
 FLAT_TOLERANCE = 0.15
 FULL_GROWTH = 1.5
@@ -202,12 +203,8 @@ def judge(series: dict[str, list[ChunkStats]], first: int = 8, last: int = 32, t
 
 
 def plot(series: dict[str, list[ChunkStats]], path: str | Path, memory_label: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = agg_figure(figsize=(11, 4))
+    ax1, ax2 = fig.subplots(1, 2)
     for mode, stats in series.items():
         hist = [s.chunk - 1 for s in stats]
         ax1.plot(hist, [1000 * s.robust_seconds for s in stats], marker=".", label=mode)
@@ -222,10 +219,7 @@ def plot(series: dict[str, list[ChunkStats]], path: str | Path, memory_label: st
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_png(fig, path)
 
 
 def run_check(model: WorldDiT, start: torch.Tensor, contexts: Sequence[torch.Tensor], output: str | Path,

@@ -23,7 +23,8 @@ from training_stub import checkpoint as ckpt
 from training_stub.config import TrainConfig, config_from_dict, config_to_dict
 from training_stub.flow_matching import noisy, sample_timesteps, velocity_loss
 from training_stub.model import WorldDiT, count_parameters
-from yume_core.storage import atomic_path, atomic_write_text
+from yume_core.figures import agg_figure, save_png
+from yume_core.storage import atomic_write_text
 
 LOSS_LOG, LOSS_PLOT, ACTION_CACHE = "loss.jsonl", "loss.png", "action_cache.safetensors"
 
@@ -297,17 +298,14 @@ def plot_loss(rows: list[dict], path: str | Path, smooth: int = 25) -> Path | No
     """Per-step loss (faint) and its running mean over `smooth` steps."""
     if not rows:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
     steps = np.array([r["step"] for r in rows])
     loss = np.array([r["loss"] for r in rows])
     k = max(1, min(smooth, len(loss)))
     mean = np.convolve(loss, np.ones(k) / k, mode="valid")
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = agg_figure(figsize=(7, 4))
+    ax = fig.subplots()
     ax.plot(steps, loss, alpha=0.3, lw=0.8, label="loss per step")
     ax.plot(steps[k - 1 :], mean, lw=2, label=f"mean of {k} steps")
     ax.set_xlabel("optimiser step")
@@ -316,7 +314,4 @@ def plot_loss(rows: list[dict], path: str | Path, smooth: int = 25) -> Path | No
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_png(fig, path)
