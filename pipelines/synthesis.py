@@ -78,7 +78,7 @@ def synth_figures(manifest: pa.Table, seconds: float, config: SynthFlowConfig) -
     unit = "gpu" if on_gpu else "cpu"
     return {
         "videos": ok.num_rows,
-        "seconds_per_video": round(per_video, 3),
+        "seconds_per_video": float(f"{per_video:.4g}"),
         "videos_per_hour_per_worker": round(3600 / per_video, 1),
         "run_seconds": round(seconds, 2),
         f"projected_{unit}_hours_{config.projection_count}": plan.gpu_hours,

@@ -2,6 +2,7 @@
 `yume-data synthesize`, and `plan synth` (arithmetic and calibration with a tiny model)."""
 
 import json
+import statistics
 
 import pyarrow as pa
 import pytest
@@ -79,7 +80,10 @@ def test_flow_generates_reports_and_a_rerun_generates_nothing(prompts_file, tmp_
     assert (summary["in"], summary["ok"], summary["failed"]) == (7, 5, 2)
     figures = json.loads((out / "summary.json").read_text())["synthesis"]
     assert figures["videos"] == 5 and figures["seconds_per_video"] > 0
-    assert figures["projected_cpu_hours_80000"] == pytest.approx(80_000 * figures["seconds_per_video"] / 3600, rel=0.01)
+    mean = statistics.fmean(r["synth_seconds"] for r in first.to_pylist() if r["status"] == "ok")
+    assert figures["seconds_per_video"] == pytest.approx(mean, rel=1e-3)
+    # hours are reported to 2 decimals, whatever this machine's speed
+    assert figures["projected_cpu_hours_80000"] == pytest.approx(80_000 * mean / 3600, abs=0.005 + 1e-9)
     assert len(list((out / "_work").glob("synth-*/part-*.parquet"))) == 3
 
     calls.clear()
