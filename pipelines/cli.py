@@ -259,6 +259,9 @@ main.add_command(plan)
 from pipelines.cli_training import infer_check, train  # noqa: E402
 main.add_command(train)
 main.add_command(infer_check)
+from pipelines.cli_filtering import filter_videos, review  # noqa: E402
+main.add_command(filter_videos)
+main.add_command(review)
 
 if __name__ == "__main__":
     main()

@@ -1,8 +1,10 @@
 """`yume-data demo`: every flow end to end on generated inputs, offline, on CPU, with tiny random-weight models.
 
 1. real world: a Sekai-format sample -> actions -> captions (tiny InternVL) -> shards, verified, Yume layout;
-2. synthetic set: an OpenVid-format CSV -> prompt selection -> Wan text-to-video (tiny Wan 2.1);
-3. event set: start frames cut from the sample's clips + written events -> Wan image-to-video (tiny Wan 2.2).
+2. synthetic set: an OpenVid-format CSV -> prompt selection -> Wan text-to-video (tiny Wan 2.1) -> VBench-style
+   quality scores (tiny models) -> the top 62.5% kept (the paper's 50,000 of 80,000);
+3. event set: start frames cut from the sample's clips + written events -> Wan image-to-video (tiny Wan 2.2) ->
+   pages for manual screening.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def run_demo(output: Path, clips: int = 8, frames: int = 150, synthetic: int = 4
 
 def _synthetic_set(output: Path, count: int) -> dict:
     """OpenVid-style captions (with planted near-duplicates) -> `count` diverse prompts -> tiny Wan 2.1 T2V."""
+    from pipelines.filtering import filter_flow_config, run_filter_flow
     from pipelines.synthesis import run_synthesis_flow, synth_flow_config
     from synthesis import SelectConfig, format_report, select_prompts_csv
     from synthesis.select_sample import make_captions, write_openvid_csv
@@ -64,11 +67,14 @@ def _synthetic_set(output: Path, count: int) -> dict:
     click.echo(format_report(report))
     config = synth_flow_config("tiny", {"synth": {"model": "tiny-random"}})
     run_synthesis_flow(str(work / "prompts.parquet"), str(work / "videos"), config)
-    return {"synthetic_prompts": str(work / "prompts.parquet"), "synthetic_videos": _videos(work / "videos")}
+    run_filter_flow(str(work / "videos" / "manifest.parquet"), str(work / "filtered"), filter_flow_config("tiny"))
+    return {"synthetic_prompts": str(work / "prompts.parquet"), "synthetic_videos": _videos(work / "videos"),
+            "synthetic_kept": _videos(work / "filtered")}
 
 
 def _event_set(output: Path, sample: SekaiSample) -> dict:
     """Start frames of the sample's clips paired with one written event per category -> tiny Wan 2.2 I2V."""
+    from filtering import make_review
     from pipelines.synthesis import run_synthesis_flow, synth_flow_config
     from synthesis import EventImageConfig, event_images
 
@@ -83,7 +89,10 @@ def _event_set(output: Path, sample: SekaiSample) -> dict:
     atomic_write_text(work / "events.jsonl", "\n".join(lines) + "\n")
     config = synth_flow_config("tiny", {"synth": {"model": "tiny-random-i2v-2.2"}})
     run_synthesis_flow(str(work / "events.jsonl"), str(work / "videos"), config)
-    return {"event_set": str(work / "events.jsonl"), "event_videos": _videos(work / "videos")}
+    pages = make_review(read_manifest(work / "videos" / "manifest.parquet"), work / "videos", work / "review",
+                        title="demo event set")
+    return {"event_set": str(work / "events.jsonl"), "event_videos": _videos(work / "videos"),
+            "event_review": f"{pages} (screen, then: yume-data review apply)"}
 
 
 def _videos(out: Path) -> str:

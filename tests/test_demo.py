@@ -21,7 +21,8 @@ def test_demo_runs_offline_and_reports_its_outputs(tmp_path):
         env=env, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    for name in ("manifest", "shards", "actions_histogram", "yume_layout", "synthetic_videos", "event_videos"):
+    for name in ("manifest", "shards", "actions_histogram", "yume_layout", "synthetic_videos", "synthetic_kept",
+                 "event_videos", "event_review"):
         assert f"{name}:" in done.stdout
     summary = json.loads((out / "real-world" / "summary.json").read_text())
     assert summary["in"] == 6 and summary["ok"] + summary["failed"] + summary["dropped"] == 6
@@ -35,3 +36,7 @@ def test_demo_runs_offline_and_reports_its_outputs(tmp_path):
         videos = read_manifest(out / kind / "videos" / "manifest.parquet").to_pylist()
         assert len(videos) == 4 and all(v["status"] == "ok" and v["synth_model"] == model for v in videos)
         assert all((out / kind / "videos" / v["video_path"]).stat().st_size > 0 for v in videos)
+    kept = read_manifest(out / "synthetic" / "filtered" / "manifest.parquet").to_pylist()
+    assert [v["status"] for v in kept].count("ok") == 2  # the tiny preset keeps 62.5%, as the paper keeps 50k of 80k
+    assert all(v["quality_rank"] for v in kept) and (out / "synthetic" / "filtered" / "quality_scores.png").is_file()
+    assert (out / "events" / "review" / "index.html").is_file()

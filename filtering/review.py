@@ -1,0 +1,352 @@
+"""Manual screening of generated videos: static review pages, the decisions file they produce, and its verdicts.
+
+Yume-1.5 generated 10,000 Wan 2.2 image-to-video event videos and kept about 4,000 after people watched them. This
+module is that step:
+
+1. `make_review(table, videos_root, out_dir)` writes `index.html` and `page-0001.html`, ... : plain HTML a person
+   opens from disk (no server, nothing from the network), one card per ok row with a video. Keys move and decide
+   (j/k, y/n, e for a note); decisions stay in the browser's localStorage, shared by all pages of the set, until
+   "Download decisions" saves them as a CSV `key,decision,note`.
+2. `read_decisions(path)` reads that CSV (or JSON Lines with the same fields) strictly: a typo in a decisions file
+   would otherwise silently keep or drop videos.
+3. `apply_review(table, decisions)` adds `review` / `review_note` and drops rejected rows (`rejected_in_review`)
+   and, by default, undecided ones (`not_reviewed`); rows are never removed, so counts in equal counts out.
+4. `review_counts(table)` gives kept / rejected / not reviewed, overall and per event category, for reports.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import html
+import io
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from synthesis.events import CATEGORIES
+from yume_core.manifest import DROPPED, OK, mark
+from yume_core.storage import atomic_write_text
+
+KEY = "prompt_id"
+KEEP, REJECT = "keep", "reject"
+DECISIONS = (KEEP, REJECT)
+UNREVIEWED_POLICIES = ("drop", "keep", "error")
+TEMPLATE = Path(__file__).with_name("review_page.html")
+_PAGE = re.compile(r"^page-\d{4,}\.html$")
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+_SHOW = 10  # keys listed in an error message
+
+
+class ReviewFormatError(ValueError):
+    """A decisions file (or its pairing with a table) that cannot be trusted as it is; the message says where."""
+
+
+# ---------------------------------------------------------------------------------------------------------- pages
+
+
+def make_review(table: pa.Table, videos_root: str | Path, out_dir: str | Path, page_size: int = 200,
+                title: str = "Event video screening") -> Path:
+    """Write the review pages for the ok rows with a video; return the path of `index.html`.
+
+    Relative `video_path`s (and `image_path`s) are resolved against `videos_root` (the synthesis output folder).
+    Rerunning overwrites the pages and removes pages left over from a larger earlier run; decisions already made in
+    the browser survive, since they are keyed by `title` and `out_dir`, not by the files.
+    """
+    if page_size < 1:
+        raise ValueError(f"page_size must be at least 1, got {page_size}")
+    missing = {KEY, "status", "video_path"} - set(table.column_names)
+    if missing:
+        raise ValueError(f"the table has no column(s) {', '.join(sorted(missing))}; pass the synthesis manifest")
+    out = Path(os.path.abspath(out_dir))
+    rows = _review_rows(table, Path(os.path.abspath(videos_root)))
+    pages = [rows[i:i + page_size] for i in range(0, len(rows), page_size)]
+    names = [f"page-{n:04d}.html" for n in range(1, len(pages) + 1)]
+    out.mkdir(parents=True, exist_ok=True)
+    template = TEMPLATE.read_text(encoding="utf-8")
+    fill = {"title": html.escape(title), "store": _store_id(title, out), "download_name": _download_name(title)}
+    for n, (name, cards) in enumerate(zip(names, pages)):
+        body = "\n".join(_card(row, out) for row in cards)
+        atomic_write_text(out / name, _render(template, fill | {"nav": _nav(names, n), "body": body}))
+    for stale in out.iterdir():
+        if _PAGE.match(stale.name) and stale.name not in names:
+            stale.unlink()
+    index = out / "index.html"
+    body = _index_body(table, rows, names, pages)
+    atomic_write_text(index, _render(template, fill | {"nav": "", "body": body}))
+    return index
+
+
+def _review_rows(table: pa.Table, root: Path) -> list[dict]:
+    """The rows that get a card, in table order, with absolute video and image paths."""
+    has_video = pc.invert(pc.fill_null(pc.equal(pc.utf8_trim_whitespace(table["video_path"]), ""), True))
+    chosen = table.filter(pc.and_(pc.fill_null(pc.equal(table["status"], OK), False), has_video))
+    names = [c for c in (KEY, "caption", "category", "image_path", "video_path") if c in chosen.column_names]
+    rows = chosen.select(names).to_pylist()
+    for row in rows:
+        row["video_abs"] = root / row["video_path"]  # an absolute video_path stays as it is
+        image = row.get("image_path")
+        row["image_abs"] = root / image if image and image.strip() else None
+    return rows
+
+
+def _store_id(title: str, out: Path) -> str:
+    """localStorage namespace: file:// pages of every review set share one storage, so each set needs its own."""
+    return hashlib.sha256(f"{title}\0{out}".encode()).hexdigest()[:16]
+
+
+def _download_name(title: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-").lower()[:60]
+    return f"decisions-{slug or 'review'}.csv"
+
+
+def _render(template: str, fill: Mapping[str, str]) -> str:
+    """Fill the template in one pass, so text inserted for one placeholder is never read as another."""
+    return _PLACEHOLDER.sub(lambda m: fill[m.group(1)], template)
+
+
+def _src(path: Path, page_dir: Path) -> str:
+    """URL of `path` relative to the page's folder (the pages move with the videos), else an absolute file URL."""
+    try:
+        return quote(os.path.relpath(path, page_dir).replace(os.sep, "/"))
+    except ValueError:  # another drive on Windows
+        return path.as_uri()
+
+
+def _card(row: dict, page_dir: Path) -> str:
+    e = html.escape
+    video = row["video_abs"]
+    parts = [f'<section class="card" data-key="{e(row[KEY])}">',
+             f'<video controls loop muted preload="metadata" src="{e(_src(video, page_dir))}"></video>',
+             '<div class="info">',
+             f'<span class="key">{e(row[KEY])}</span>']
+    if row.get("category"):
+        parts.append(f'<span class="category">{e(row["category"])}</span>')
+    parts.append('<span class="verdict"></span>')
+    if not video.is_file():
+        parts.append(f'<div class="missing">video not found: {e(str(video))}</div>')
+    parts.append(f'<div class="caption">{e(row.get("caption") or "")}</div>')
+    if row["image_abs"] is not None:
+        image = e(_src(row["image_abs"], page_dir))
+        parts.append(f'<img class="thumb" alt="start image" loading="lazy" src="{image}">')
+    parts += ['<button type="button" data-decision="keep">keep (y)</button>',
+              '<button type="button" data-decision="reject">reject (n)</button>',
+              '<input class="note" type="text" placeholder="note (e)" aria-label="note">',
+              '</div>', '</section>']
+    return "\n".join(parts)
+
+
+def _nav(names: list[str], n: int) -> str:
+    links = ['<a href="index.html">index</a>']
+    if n > 0:
+        links.append(f'<a href="{names[n - 1]}">&larr; previous</a>')
+    links.append(f"page {n + 1} of {len(names)}")
+    if n + 1 < len(names):
+        links.append(f'<a href="{names[n + 1]}">next &rarr;</a>')
+    return " ".join(links)
+
+
+def _index_body(table: pa.Table, rows: list[dict], names: list[str], pages: list[list[dict]]) -> str:
+    """Counts (what is screened, what is not and why) and one link per page."""
+    e = html.escape
+    statuses = pc.value_counts(pc.fill_null(table["status"], "(none)")).to_pylist()
+    lines = ["<h2>Rows</h2>", '<table class="counts">', "<tr><th>status</th><th>rows</th></tr>"]
+    lines += [f"<tr><td>{e(s['values'])}</td><td>{s['counts']}</td></tr>" for s in statuses]
+    lines += [f"<tr><td>total</td><td>{table.num_rows}</td></tr>", "</table>",
+              f"<p>{len(rows)} videos to screen (ok rows with a video) on {len(pages)} pages.</p>"]
+    if "category" in table.column_names and rows:
+        cats = Counter(row.get("category") or "(none)" for row in rows)
+        lines += ['<table class="counts">', "<tr><th>category</th><th>videos</th></tr>"]
+        lines += [f"<tr><td>{e(c)}</td><td>{k}</td></tr>" for c, k in cats.items()]
+        lines.append("</table>")
+    lines.append("<h2>Pages</h2><ol>")
+    start = 1
+    for name, cards in zip(names, pages):
+        lines.append(f'<li><a href="{name}">{name}</a>: videos {start}&ndash;{start + len(cards) - 1}</li>')
+        start += len(cards)
+    lines.append("</ol>")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------------ decisions
+
+
+def read_decisions(path: str | Path) -> dict[str, tuple[str, str | None]]:
+    """`key -> (decision, note)` from a CSV (`key,decision,note`, note optional) or JSON Lines file.
+
+    Strict on purpose: an unknown word, an empty key or a key decided both ways raises ReviewFormatError with the
+    file and line instead of guessing. The same key decided the same way twice is fine; its last non-empty note wins.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".jsonl"):
+        raise ReviewFormatError(f"{path}: unknown decisions file type {path.suffix!r}; use .csv (key,decision,note, "
+                                "as downloaded from the review pages) or .jsonl")
+    text = path.read_text(encoding="utf-8-sig")
+    records = _csv_records(path, text) if suffix == ".csv" else _jsonl_records(path, text)
+    out: dict[str, tuple[str, str | None]] = {}
+    first_line: dict[str, int] = {}
+    for line, key, decision, note in records:
+        where = f"{path}: line {line}"
+        key = (key or "").strip()
+        if not key:
+            raise ReviewFormatError(f"{where}: empty key; every decision needs the video's key (prompt_id)")
+        word = (decision or "").strip().lower()
+        if word not in DECISIONS:
+            raise ReviewFormatError(f"{where}: decision {decision!r} for {key!r} is not one of "
+                                    f"{', '.join(DECISIONS)} (case does not matter)")
+        note = (note or "").strip() or None
+        if key in out and out[key][0] != word:
+            raise ReviewFormatError(f"{where}: {key!r} is decided {word!r} here but {out[key][0]!r} on line "
+                                    f"{first_line[key]}; keep one of them")
+        first_line.setdefault(key, line)
+        out[key] = (word, note or (out[key][1] if key in out else None))
+    return out
+
+
+def _csv_records(path: Path, text: str) -> Iterator[tuple[int, str, str, str | None]]:
+    """(line, key, decision, note) per record; line is where the record starts (notes may span lines)."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    names = [h.strip().lower() for h in header or []]
+    if "key" not in names or "decision" not in names:
+        found = ", ".join(repr(h) for h in header) if header else "an empty file"
+        raise ReviewFormatError(f"{path}: line 1: the header must name the columns key,decision (and optionally "
+                                f"note); found {found}")
+    at = {name: names.index(name) for name in ("key", "decision", "note") if name in names}
+    start = reader.line_num + 1
+    for row in reader:
+        line, start = start, reader.line_num + 1
+        if not any(cell.strip() for cell in row):
+            continue
+        cells = row + [""] * (len(names) - len(row))
+        yield line, cells[at["key"]], cells[at["decision"]], cells[at["note"]] if "note" in at else None
+
+
+def _jsonl_records(path: Path, text: str) -> Iterator[tuple[int, str, str, str | None]]:
+    for line, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+        except ValueError as err:
+            raise ReviewFormatError(f"{path}: line {line}: not JSON ({err})") from None
+        if not isinstance(rec, dict) or "key" not in rec or "decision" not in rec:
+            raise ReviewFormatError(f'{path}: line {line}: expected an object with "key" and "decision" (and '
+                                    f'optionally "note"), got {raw.strip()[:80]}')
+        fields = [rec["key"], rec["decision"], rec.get("note")]
+        if not all(v is None or isinstance(v, str) for v in fields):
+            raise ReviewFormatError(f"{path}: line {line}: key, decision and note must be strings")
+        yield line, *fields
+
+
+# -------------------------------------------------------------------------------------------------------- verdicts
+
+
+def apply_review(table: pa.Table, decisions: Mapping[str, tuple[str, str | None]], unreviewed: str = "drop",
+                 source: str = "decisions") -> pa.Table:
+    """The table with `review` (keep / reject / null) and `review_note`; rejected ok rows dropped.
+
+    `unreviewed` says what happens to ok rows nobody decided: `drop` (reason `not_reviewed`), `keep`, or `error`
+    (raise; for runs that must be fully screened). Decisions for keys the table lacks raise: a decisions file from
+    another set is a mistake. Rows dropped or failed earlier keep their verdict; their decision is only recorded.
+    `source` names the decisions in messages (e.g. the file name). Apply the decisions to the table as it was
+    before screening, all at once: rows an earlier `apply_review` dropped stay dropped, like any earlier verdict.
+    """
+    if unreviewed not in UNREVIEWED_POLICIES:
+        raise ValueError(f"unreviewed must be one of {', '.join(UNREVIEWED_POLICIES)}, got {unreviewed!r}")
+    keys = pa.array(list(decisions), pa.string())
+    words = pa.array([_decision_word(d, k, source) for k, (d, _) in decisions.items()], pa.string())
+    notes = pa.array([n or None for _, n in decisions.values()], pa.string())
+    ids = table[KEY].cast(pa.string()).combine_chunks()
+    unknown = pc.filter(keys, pc.invert(pc.is_in(keys, value_set=ids))).to_pylist()
+    if unknown:
+        raise ReviewFormatError(f"{source}: {len(unknown)} key(s) are not in this table: {_listing(unknown)}; are "
+                                "these the decisions for another set?")
+    at = pc.index_in(ids, value_set=keys)
+    review, note = pc.take(words, at), pc.take(notes, at)
+    table = _set_column(_set_column(table, "review", review), "review_note", note)
+    undecided = pc.and_(pc.is_null(review), pc.fill_null(pc.equal(table["status"], OK), False))
+    if unreviewed == "error" and pc.any(undecided).as_py():
+        left = pc.filter(ids, undecided).to_pylist()
+        raise ReviewFormatError(f"{source}: {len(left)} ok row(s) have no decision: {_listing(left)}; screen them "
+                                "in the review pages, or pass unreviewed='keep' or 'drop'")
+    base = "rejected in manual screening"
+    error = pc.if_else(pc.is_null(note), base, pc.binary_join_element_wise(base, note, ": "))
+    table = mark(table, pc.equal(review, REJECT), DROPPED, "rejected_in_review", error)
+    if unreviewed == "drop":
+        table = mark(table, undecided, DROPPED, "not_reviewed",
+                     f"not decided in {source}; screen this video in the review pages (make_review) and download "
+                     "the decisions again, or pass unreviewed='keep' to keep videos nobody screened")
+    return table
+
+
+def _decision_word(decision: str, key: str, source: str) -> str:
+    """Decisions built in code (not read from a file) get the same check as a file's."""
+    word = str(decision).strip().lower()
+    if word not in DECISIONS:
+        raise ReviewFormatError(f"{source}: decision {decision!r} for {key!r} is not one of {', '.join(DECISIONS)}")
+    return word
+
+
+def _listing(keys: list) -> str:
+    shown = ", ".join(repr(k) for k in keys[:_SHOW])
+    return shown + (f" and {len(keys) - _SHOW} more" if len(keys) > _SHOW else "")
+
+
+def _set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
+    """Replace or append, so applying a second decisions file to a reviewed table does not duplicate columns."""
+    if name in table.column_names:
+        return table.set_column(table.schema.get_field_index(name), name, values)
+    return table.append_column(pa.field(name, pa.string()), values)
+
+
+# ---------------------------------------------------------------------------------------------------------- counts
+
+OUTCOMES = ("kept", "rejected", "not_reviewed", "earlier")
+
+
+def review_counts(table: pa.Table) -> dict:
+    """Outcome counts of a reviewed table, overall and (with a `category` column) per category.
+
+    Outcomes add up to `rows`: `kept` (decided keep, still ok), `rejected` (dropped in review), `not_reviewed` (ok
+    rows nobody decided, whether `apply_review` then dropped or kept them), `earlier` (dropped or failed before
+    screening). `ok` is what goes on; `keep_rate` is kept / (kept + rejected), the paper's ~40%.
+    """
+    if "review" not in table.column_names:
+        raise ValueError("the table has no review column; run apply_review first")
+    outcome = _outcomes(table)
+    ok = pc.fill_null(pc.equal(table["status"], OK), False).to_numpy(zero_copy_only=False)
+    result = _tally(outcome, ok)
+    if "category" in table.column_names:
+        cats = pc.fill_null(table["category"], "unknown").to_numpy(zero_copy_only=False)
+        seen = [c for c in dict.fromkeys(cats.tolist()) if c not in CATEGORIES]
+        result["by_category"] = {c: _tally(outcome[cats == c], ok[cats == c]) for c in (*CATEGORIES, *seen)}
+    return result
+
+
+def _outcomes(table: pa.Table) -> np.ndarray:
+    """One OUTCOMES entry per row."""
+    def flag(mask) -> np.ndarray:
+        return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
+
+    ok, reason = flag(pc.equal(table["status"], OK)), table["reason"]
+    decided_keep = flag(pc.equal(table["review"], KEEP))
+    rejected = flag(pc.equal(reason, "rejected_in_review"))
+    undecided = flag(pc.equal(reason, "not_reviewed")) | (ok & flag(pc.is_null(table["review"])))
+    return np.select([ok & decided_keep, rejected, undecided], OUTCOMES[:3], default=OUTCOMES[3])
+
+
+def _tally(outcome: np.ndarray, ok: np.ndarray) -> dict:
+    counts = {name: int((outcome == name).sum()) for name in OUTCOMES}
+    screened = counts["kept"] + counts["rejected"]
+    return {"rows": int(outcome.size), **counts, "ok": int(ok.sum()),
+            "keep_rate": round(counts["kept"] / screened, 4) if screened else None}

@@ -1,0 +1,116 @@
+"""`yume-data filter` (VBench scores, top N) and `yume-data review make|apply` (manual screening of the event set).
+
+Settings for `filter`: a preset (`--preset`: yume15, native, tiny, or a YAML file), then `--config`, then flags.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+DIMENSIONS = ("subject_consistency", "background_consistency", "temporal_flickering", "motion_smoothness",
+              "dynamic_degree", "aesthetic_quality", "imaging_quality")  # filtering.QUALITY_DIMENSIONS (tested equal)
+
+
+@click.command("filter")
+@click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Synthesis manifest (manifest.parquet of `yume-data synthesize`).")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
+              help="Output folder (not the synthesis folder).")
+@click.option("--preset", help="yume15 (VBench, top 50,000), native, tiny, or a preset YAML file.")
+@click.option("--config", type=click.Path(exists=True, dir_okay=False), help="YAML settings file.")
+@click.option("--backend", type=click.Choice(["native", "vbench"]), help="Who computes the VBench dimensions.")
+@click.option("--dimension", "dimensions", multiple=True, type=click.Choice(DIMENSIONS),
+              help="A quality dimension to score (repeat the option; default: the preset's).")
+@click.option("--keep", type=click.IntRange(min=0), help="Keep at most this many videos, the best first.")
+@click.option("--keep-fraction", type=click.FloatRange(0, 1), help="Keep at most this share of the scored videos.")
+@click.option("--min-score", type=float, help="Keep no video with a quality score below this.")
+@click.option("--device", help="cpu or cuda[:N].")
+@click.option("--dino-model", help="native: subject consistency model (default facebook/dino-vitb16).")
+@click.option("--clip-model", help="native: background consistency model (default openai/clip-vit-base-patch32).")
+@click.option("--aesthetic-model", help="native: aesthetic model (default openai/clip-vit-large-patch14).")
+@click.option("--aesthetic-head", type=click.Path(exists=True, dir_okay=False),
+              help="native: LAION's aesthetic head, sa_0_4_vit_l_14_linear.pth.")
+@click.option("--max-frames", type=click.IntRange(min=2), help="native: score at most this many frames per video.")
+@click.option("--vbench-python", help="vbench: the python of the environment VBench is installed in.")
+@click.option("--vbench-cache", type=click.Path(file_okay=False), help="vbench: VBENCH_CACHE_DIR (model weights).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Videos per task (default 256).")
+@click.option("--workers", type=int, help="Parallel workers (one scorer each: at most one per GPU).")
+@click.option("--task-runner", type=click.Choice(["threads", "processes", "ray"]), help="Where batches run.")
+def filter_videos(manifest, output, preset, config, backend, dimensions, keep, keep_fraction, min_score, device,
+                  dino_model, clip_model, aesthetic_model, aesthetic_head, max_frames, vbench_python, vbench_cache,
+                  batch_size, workers, task_runner):
+    """Score every video with VBench's quality dimensions and keep the best (Yume-1.5: 50,000 of 80,000)."""
+    from pipelines.cli import _prefect_env, _print_outputs
+
+    _prefect_env()
+    from pipelines.filtering import filter_flow_config, run_filter_flow
+    from yume_core.config import ConfigError, load_yaml, merge
+
+    overrides = {
+        "batch_size": batch_size,
+        "runner": {"kind": task_runner, "workers": workers},
+        "score": {"backend": backend, "dimensions": list(dimensions) or None, "device": device,
+                  "dino_model": dino_model, "clip_model": clip_model, "aesthetic_model": aesthetic_model,
+                  "aesthetic_head": aesthetic_head, "max_frames": max_frames, "vbench_python": vbench_python,
+                  "vbench_cache": vbench_cache},
+        "top": {"keep": keep, "keep_fraction": keep_fraction, "min_score": min_score},
+    }
+    try:
+        cfg = filter_flow_config(preset, merge(load_yaml(config) if config else {}, overrides))
+        summary = run_filter_flow(manifest, output, cfg)
+    except (ConfigError, ValueError) as e:  # a bad setting, a missing aesthetic head, VBench not installed
+        raise click.ClickException(str(e)) from None
+    _print_outputs(summary)
+
+
+@click.group("review")
+def review():
+    """Manual screening (the event set): pages to screen videos in a browser, then apply the decisions."""
+
+
+@review.command("make")
+@click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Video manifest (of `synthesize` or `filter`).")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder for the pages.")
+@click.option("--page-size", default=200, show_default=True, type=click.IntRange(min=1), help="Videos per page.")
+@click.option("--title", help="Title on the pages (default: the manifest's folder name).")
+def review_make(manifest, output, page_size, title):
+    """Write static review pages (open index.html; keys y/n keep or reject; download the decisions CSV)."""
+    from filtering.review import make_review
+    from yume_core.manifest import read_manifest
+
+    source = Path(manifest)
+    index = make_review(read_manifest(source), source.parent, output, page_size=page_size,
+                        title=title or source.parent.name)
+    click.echo(f"review pages: {index}")
+
+
+@review.command("apply")
+@click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False), help="Video manifest.")
+@click.option("--decisions", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Decisions (.csv key,decision,note as the pages export, or .jsonl).")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
+              help="Output folder (not the manifest's folder).")
+@click.option("--unreviewed", type=click.Choice(["drop", "keep", "error"]), default="drop", show_default=True,
+              help="What happens to videos nobody decided on.")
+def review_apply(manifest, decisions, output, unreviewed):
+    """Keep what people kept: rejected and unreviewed videos are dropped with a reason, nothing is lost."""
+    from filtering.review import ReviewFormatError, apply_review, read_decisions, review_counts
+    from pipelines.cli import _print_outputs
+    from pipelines.filtering import relocated
+    from pipelines.reporting import report
+    from yume_core.manifest import read_manifest, write_manifest
+
+    source, out = Path(manifest), Path(output)
+    if out.resolve() == source.parent.resolve():
+        raise click.BadParameter(f"{source.name} there is the input; write to another folder", param_hint="--output")
+    try:
+        table = apply_review(read_manifest(source), read_decisions(decisions), unreviewed=unreviewed,
+                             source=str(decisions))
+    except ReviewFormatError as e:
+        raise click.ClickException(str(e)) from None
+    table = relocated(table, source.parent, out)
+    write_manifest(table, out / "manifest.parquet")
+    _print_outputs(report(table, out, title="review", seconds=0.0, extra=review_counts(table)))

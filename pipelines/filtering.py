@@ -1,0 +1,114 @@
+"""The filtering flow: a synthesis manifest in, every video scored with VBench's quality dimensions, the top N kept.
+
+Scoring is split as every flow's: contiguous batches of the video rows, one resumable part per batch under
+`<out>/_work/score-<fingerprint>/` (the fingerprint covers the rows and every scoring setting). The top-N cut is
+taken afterwards over the merged scores, so changing N reruns no scoring. The output manifest keeps every row
+(counts in = counts out); `video_path` is rewritten relative to the output folder, as every manifest's is.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import statistics
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from prefect import flow
+
+from filtering import ScoreConfig, TopK, plot_quality_scores, score_table, select_top
+from filtering.dimensions import score_column
+from filtering.presets import load_preset
+from filtering.stage import shared_scorer
+from filtering.topk import QUALITY
+from pipelines.batching import BatchPlan, fingerprint, map_batches
+from pipelines.reporting import report
+from pipelines.runners import RunnerConfig, make_task_runner
+from yume_core import __version__
+from yume_core.config import from_dict, merge, to_dict
+from yume_core.manifest import OK, read_manifest, write_manifest
+
+
+@dataclass(frozen=True)
+class FilterFlowConfig:
+    batch_size: int = 256  # videos per task: VBench loads its models per call, so batches amortise that
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    top: TopK = field(default_factory=TopK)
+    runner: RunnerConfig = field(default_factory=lambda: RunnerConfig(kind="threads", workers=1))
+
+
+def filter_flow_config(preset: str | None = None, settings: Mapping[str, Any] | None = None) -> FilterFlowConfig:
+    """A preset (`filtering.presets`; `yume15`: VBench, top 50,000) with `settings` (YAML + flags) on top."""
+    base = load_preset(preset) if preset else {}
+    return from_dict(FilterFlowConfig, merge(base, dict(settings or {})))
+
+
+def run_filter(manifest: str, output: str, config: FilterFlowConfig) -> dict:
+    source = Path(manifest)
+    out = Path(output)
+    if out.resolve() == source.parent.resolve():
+        raise ValueError(f"{out}: write the filtered manifest to its own folder; {source.name} there is the input")
+    out.mkdir(parents=True, exist_ok=True)
+    table = read_manifest(source)
+    settings = asdict(config.score)
+    settings.pop("device")  # the same scores on any device
+    inputs = fingerprint(table, settings, columns=("prompt_id", "video_path", "status"))
+    plan = BatchPlan(out / "_work" / f"score-{inputs}", config.batch_size, table.num_rows)
+    if config.runner.kind == "threads" and not all(plan.done(i) for i in range(plan.num_batches)):
+        shared_scorer(config.score)  # load models (or find VBench) here: a bad setting fails before any task runs
+    started = time.perf_counter()
+    step = functools.partial(score_table, config=config.score, videos_root=str(source.parent))
+    scored = map_batches(step, table, plan.parts_dir, config.batch_size, name="score")
+    seconds = time.perf_counter() - started
+    kept, cut = select_top(scored, config.top)
+    kept = relocated(kept, source.parent, out)
+    write_manifest(kept, out / "manifest.parquet",
+                   metadata={"yume_data.version": __version__, "yume_data.scores": inputs})
+    png = plot_quality_scores(kept, cut, out / "quality_scores.png")
+    summary = report(kept, out, title="filtering", seconds=seconds, extra=filter_figures(kept, cut, config, seconds))
+    summary["outputs"]["quality_scores"] = str(png)
+    return summary
+
+
+def filter_figures(table: pa.Table, cut: dict, config: FilterFlowConfig, seconds: float) -> dict:
+    """The cut and each dimension's mean over the scored videos and over the kept ones, for the report."""
+    figures = {"backend": config.score.backend, **cut,
+               "cut_score": None if cut["cut_score"] is None else round(cut["cut_score"], 4),
+               "seconds_per_video": round(seconds / cut["scored"], 4) if cut["scored"] else None}
+    ranked = pc.is_valid(table["quality_rank"])
+    kept = pc.and_(ranked, pc.equal(table["status"], OK))
+    for dim in (*config.score.dimensions, None):
+        name = score_column(dim) if dim else QUALITY
+        values = table[name]
+        figures[f"mean_{name}"] = {"scored": _mean(values.filter(ranked)), "kept": _mean(values.filter(kept))}
+    return figures
+
+
+def _mean(values: pa.ChunkedArray) -> float | None:
+    numbers = [v for v in values.to_pylist() if v is not None]
+    return round(statistics.fmean(numbers), 4) if numbers else None
+
+
+def relocated(table: pa.Table, src: Path, out: Path) -> pa.Table:
+    """Paths relative to the input manifest's folder become relative to the output folder."""
+    for name in ("video_path", "image_path"):
+        if name not in table.column_names:
+            continue
+        values = [None if p is None else os.path.relpath(src / p, out) if not os.path.isabs(p) else p
+                  for p in table[name].to_pylist()]
+        table = table.set_column(table.schema.get_field_index(name), name, pa.array(values, pa.string()))
+    return table
+
+
+@flow(name="filter")
+def filter_flow(manifest: str, output: str, config: dict | None = None) -> dict:
+    return run_filter(manifest, output, from_dict(FilterFlowConfig, config))
+
+
+def run_filter_flow(manifest: str, output: str, config: FilterFlowConfig) -> dict:
+    return filter_flow.with_options(task_runner=make_task_runner(config.runner))(manifest, output, to_dict(config))
