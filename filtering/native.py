@@ -41,6 +41,7 @@ import itertools
 import math
 import types
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -73,8 +74,10 @@ class NativeScorer:
 
     Model arguments are model specs (`yume_core.model_spec`); only the models of the requested dimensions load.
     `aesthetic_head` is the path of LAION's linear head, required with a real aesthetic model (a tiny-random one
-    gets a seeded random head). `frame_batch` frames are decoded and sent through each model at a time, so memory
-    stays bounded on long clips. See the module docstring for the formulas and `max_frames`.
+    gets a seeded random head). `workers` videos are scored at once on threads: decoding one (FFmpeg, the GIL
+    released) overlaps the others' model calls, so a GPU does not wait on a single decoder. `frame_batch` frames of
+    a video are decoded and sent through each model at a time, so memory stays bounded on long clips. See the module
+    docstring for the formulas and `max_frames`.
     """
 
     def __init__(
@@ -87,13 +90,17 @@ class NativeScorer:
         device: str = "cpu",
         frame_batch: int = 64,
         max_frames: int | None = None,
+        workers: int = 4,
     ):
         self.dimensions = _native_dimensions(dimensions)
         if frame_batch < 1:
             raise ValueError(f"frame_batch must be at least 1, got {frame_batch}")
         if max_frames is not None and max_frames < 2:
             raise ValueError(f"max_frames must be at least 2 (the consistency scores compare frames), got {max_frames}")
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
         self.frame_batch, self.max_frames = frame_batch, max_frames
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="score-video")
         given = {"subject_consistency": dino_model, "background_consistency": clip_model,
                  "aesthetic_quality": aesthetic_model}
         specs = {dim: parse_model_spec(given[dim]) for dim in self.dimensions if dim in given}
@@ -110,10 +117,11 @@ class NativeScorer:
         """One VideoScores per `(key, video_path)`, in input order; a bad video gets a reason, the rest go on."""
         if self._closed:
             raise RuntimeError("NativeScorer is closed")
-        return [self._score_video(key, path) for key, path in items]
+        return list(self._pool.map(lambda item: self._score_video(*item), items))
 
     def close(self) -> None:
         """Drop the models, so a long-lived process (a flow worker) gets its GPU memory back."""
+        self._pool.shutdown()
         self._encoders, self._head, self._closed = {}, None, True
         if self._device.type == "cuda":
             torch.cuda.empty_cache()
@@ -146,7 +154,7 @@ class NativeScorer:
                 video.add_frames(chunk)
                 if len(picked):
                     on_device = torch.from_numpy(picked).to(self._device)
-                    video.add_features({dim: enc(on_device) for dim, enc in self._encoders.items()}, len(picked))
+                    video.add_features(_encode(self._encoders, on_device), len(picked))
         return video
 
     def _kept_indices(self, path: str | Path) -> np.ndarray | None:
@@ -202,13 +210,33 @@ def _check_head(spec: ModelSpec | None, head: str | Path | None) -> Path | None:
 
 
 class _Encoder:
-    """A model behind the frame transform VBench puts in front of it: uint8 (t, H, W, 3) frames -> (t, D)."""
+    """A model behind the frame transform VBench puts in front of it: uint8 (t, H, W, 3) frames -> (t, D).
 
-    def __init__(self, model: torch.nn.Module, transform, forward):
-        self.model, self._transform, self._forward = model, transform, forward
+    `transform` is a `partial` of `_transform`; encoders whose keywords match (both CLIPs) share one transformed
+    chunk, since resizing full-resolution frames in float costs more than a small ViT's forward pass."""
 
-    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        return self._forward(self.model, self._transform(frames.permute(0, 3, 1, 2).float()))
+    def __init__(self, model: torch.nn.Module, transform: partial, forward):
+        self.model, self.transform, self._forward = model, transform, forward
+
+    @property
+    def transform_key(self) -> tuple:
+        return tuple(sorted(self.transform.keywords.items()))
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self._forward(self.model, pixels)
+
+
+def _encode(encoders: dict[str, _Encoder], frames: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every encoder's features of one chunk, each distinct transform computed once."""
+    floats = frames.permute(0, 3, 1, 2).float()
+    pixels: dict[tuple, torch.Tensor] = {}
+    out = {}
+    for dim, encoder in encoders.items():
+        key = encoder.transform_key
+        if key not in pixels:
+            pixels[key] = encoder.transform(floats)
+        out[dim] = encoder(pixels[key])
+    return out
 
 
 def _source(spec: ModelSpec) -> str:

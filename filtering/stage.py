@@ -37,6 +37,7 @@ class ScoreConfig:
     aesthetic_model: str = "openai/clip-vit-large-patch14"
     aesthetic_head: str | None = None  # LAION's sa_0_4_vit_l_14_linear.pth (needed with a real aesthetic model)
     frame_batch: int = 64
+    video_workers: int = 4  # native: videos decoded and scored at once (decoding overlaps the model calls)
     max_frames: int | None = None  # None: every frame, as VBench does
     # vbench: the python of an environment where `pip install vbench` was done
     vbench_python: str = "python"
@@ -64,7 +65,8 @@ def make_scorer(config: ScoreConfig):
 
         return NativeScorer(dimensions=config.dimensions, dino_model=config.dino_model, clip_model=config.clip_model,
                             aesthetic_model=config.aesthetic_model, aesthetic_head=config.aesthetic_head,
-                            device=config.device, frame_batch=config.frame_batch, max_frames=config.max_frames)
+                            device=config.device, frame_batch=config.frame_batch, max_frames=config.max_frames,
+                            workers=config.video_workers)
     from filtering.vbench_backend import VBenchScorer
 
     return VBenchScorer(dimensions=config.dimensions, python=config.vbench_python, device=config.device,

@@ -2,6 +2,7 @@
 independently (per frame, in VBench's loop form) over tiny random-weight models and small generated videos."""
 
 import math
+from functools import partial
 
 import numpy as np
 import pytest
@@ -246,3 +247,32 @@ def test_models_load_only_when_needed_and_real_aesthetic_needs_its_head(tmp_path
     scorer.close()
     with pytest.raises(RuntimeError, match="closed"):
         scorer.score([("k", path)])
+
+
+def test_videos_scored_at_once_on_threads_give_the_serial_scores_in_order(tmp_path):
+    items = [(f"v{i}", _video(tmp_path, f"v{i}.mp4", _noise(5, seed=i) if i % 2 else _moving_square(5)))
+             for i in range(6)]
+    with NativeScorer(workers=1, **TINY) as serial, NativeScorer(workers=3, **TINY) as threaded:
+        one, many = serial.score(items), threaded.score(items)
+    assert [r.key for r in many] == [k for k, _ in items]
+    assert [r.scores for r in many] == [r.scores for r in one]
+    with pytest.raises(ValueError, match="workers"):
+        NativeScorer(workers=0, dimensions=["temporal_flickering"])
+
+
+def test_the_two_clips_share_one_transform_per_chunk(tmp_path, monkeypatch):
+    import filtering.native as native
+
+    calls = []
+    real = native._transform
+
+    def counting(x, **kw):
+        calls.append(kw["mode"])
+        return real(x, **kw)
+
+    path = _video(tmp_path, "v.mp4", _moving_square(6))
+    with NativeScorer(frame_batch=4, **TINY) as scorer:  # 2 chunks; DINO's transform differs from CLIP's
+        for encoder in scorer._encoders.values():
+            monkeypatch.setattr(encoder, "transform", partial(counting, **encoder.transform.keywords))
+        _scores(scorer, path)
+    assert sorted(calls) == ["bicubic", "bicubic", "bilinear", "bilinear"]
