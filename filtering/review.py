@@ -32,8 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from synthesis.events import CATEGORIES
-from yume_core.manifest import DROPPED, OK, mark
+from yume_core.manifest import DROPPED, OK, mark, put_column
 from yume_core.storage import atomic_write_text
 
 KEY = "prompt_id"
@@ -273,7 +272,8 @@ def apply_review(table: pa.Table, decisions: Mapping[str, tuple[str, str | None]
                                 "these the decisions for another set?")
     at = pc.index_in(ids, value_set=keys)
     review, note = pc.take(words, at), pc.take(notes, at)
-    table = _set_column(_set_column(table, "review", review), "review_note", note)
+    table = put_column(put_column(table, pa.field("review", pa.string()), review), pa.field("review_note", pa.string()),
+                       note)
     undecided = pc.and_(pc.is_null(review), pc.fill_null(pc.equal(table["status"], OK), False))
     if unreviewed == "error" and pc.any(undecided).as_py():
         left = pc.filter(ids, undecided).to_pylist()
@@ -302,13 +302,6 @@ def _listing(keys: list) -> str:
     return shown + (f" and {len(keys) - _SHOW} more" if len(keys) > _SHOW else "")
 
 
-def _set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
-    """Replace or append, so applying a second decisions file to a reviewed table does not duplicate columns."""
-    if name in table.column_names:
-        return table.set_column(table.schema.get_field_index(name), name, values)
-    return table.append_column(pa.field(name, pa.string()), values)
-
-
 # ---------------------------------------------------------------------------------------------------------- counts
 
 OUTCOMES = ("kept", "rejected", "not_reviewed", "earlier")
@@ -317,6 +310,7 @@ OUTCOMES = ("kept", "rejected", "not_reviewed", "earlier")
 def review_counts(table: pa.Table) -> dict:
     """Outcome counts of a reviewed table, overall and (with a `category` column) per category.
 
+    Categories are listed in order of first appearance (a stage does not import the synthesis stage's list).
     Outcomes add up to `rows`: `kept` (decided keep, still ok), `rejected` (dropped in review), `not_reviewed` (ok
     rows nobody decided, whether `apply_review` then dropped or kept them), `earlier` (dropped or failed before
     screening). `ok` is what goes on; `keep_rate` is kept / (kept + rejected), the paper's ~40%.
@@ -328,8 +322,7 @@ def review_counts(table: pa.Table) -> dict:
     result = _tally(outcome, ok)
     if "category" in table.column_names:
         cats = pc.fill_null(table["category"], "unknown").to_numpy(zero_copy_only=False)
-        seen = [c for c in dict.fromkeys(cats.tolist()) if c not in CATEGORIES]
-        result["by_category"] = {c: _tally(outcome[cats == c], ok[cats == c]) for c in (*CATEGORIES, *seen)}
+        result["by_category"] = {c: _tally(outcome[cats == c], ok[cats == c]) for c in dict.fromkeys(cats.tolist())}
     return result
 
 

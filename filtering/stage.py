@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from filtering.dimensions import check_dimensions, quality_score, score_column
 from filtering.topk import QUALITY
-from yume_core.manifest import FAILED, OK, mark, mark_each
+from yume_core.manifest import FAILED, OK, mark, mark_each, put_column
 from yume_core.model_spec import parse_model_spec
 
 BACKENDS = ("native", "vbench")
@@ -137,7 +137,4 @@ def _score(items, config, scorer):
 
 
 def _put(table: pa.Table, field: pa.Field, values: np.ndarray) -> pa.Table:
-    column = pa.array(values, field.type, mask=~np.isfinite(values))
-    if field.name in table.column_names:
-        return table.set_column(table.schema.get_field_index(field.name), field, column)
-    return table.append_column(field, column)
+    return put_column(table, field, pa.array(values, field.type, mask=~np.isfinite(values)))

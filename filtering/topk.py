@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from yume_core.manifest import DROPPED, OK, mark
+from yume_core.manifest import DROPPED, OK, mark, put_column
 
 QUALITY = "quality_score"
 RANK = "quality_rank"
@@ -58,7 +58,7 @@ def select_top(table: pa.Table, rule: TopK, key: str = "prompt_id") -> tuple[pa.
     if rule.min_score is not None:
         kept = kept[scores[kept] >= rule.min_score]
     cut = float(scores[kept[-1]]) if len(kept) else None
-    out = table.append_column(RANK, pa.array(np.where(ranks > 0, ranks, 0), pa.int64(), mask=ranks == 0))
+    out = put_column(table, pa.field(RANK, pa.int64()), pa.array(ranks, pa.int64(), mask=ranks == 0))
 
     past = np.zeros(table.num_rows, bool)
     past[order[limit:]] = True

@@ -99,13 +99,15 @@ def review_apply(manifest, decisions, output, unreviewed):
     """Keep what people kept: rejected and unreviewed videos are dropped with a reason, nothing is lost."""
     from filtering.review import ReviewFormatError, apply_review, read_decisions, review_counts
     from pipelines.cli import _print_outputs
-    from pipelines.filtering import relocated
+    from pipelines.filtering import output_folder, relocated
     from pipelines.reporting import report
     from yume_core.manifest import read_manifest, write_manifest
 
-    source, out = Path(manifest), Path(output)
-    if out.resolve() == source.parent.resolve():
-        raise click.BadParameter(f"{source.name} there is the input; write to another folder", param_hint="--output")
+    source = Path(manifest)
+    try:
+        out = output_folder(source, output)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--output") from None
     try:
         table = apply_review(read_manifest(source), read_decisions(decisions), unreviewed=unreviewed,
                              source=str(decisions))

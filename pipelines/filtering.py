@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import os
-import statistics
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -31,7 +30,7 @@ from pipelines.reporting import report
 from pipelines.runners import RunnerConfig, make_task_runner
 from yume_core import __version__
 from yume_core.config import from_dict, merge, to_dict
-from yume_core.manifest import OK, read_manifest, write_manifest
+from yume_core.manifest import OK, put_column, read_manifest, write_manifest
 
 
 @dataclass(frozen=True)
@@ -48,11 +47,18 @@ def filter_flow_config(preset: str | None = None, settings: Mapping[str, Any] | 
     return from_dict(FilterFlowConfig, merge(base, dict(settings or {})))
 
 
+def output_folder(manifest: Path, output: str | Path) -> Path:
+    """The folder a manifest-to-manifest step writes to, refused when it is the input's own (its manifest.parquet
+    would be overwritten by the output's)."""
+    out = Path(output)
+    if out.resolve() == manifest.parent.resolve():
+        raise ValueError(f"{out}: write to another folder; {manifest.name} there is the input")
+    return out
+
+
 def run_filter(manifest: str, output: str, config: FilterFlowConfig) -> dict:
     source = Path(manifest)
-    out = Path(output)
-    if out.resolve() == source.parent.resolve():
-        raise ValueError(f"{out}: write the filtered manifest to its own folder; {source.name} there is the input")
+    out = output_folder(source, output)
     out.mkdir(parents=True, exist_ok=True)
     table = read_manifest(source)
     settings = asdict(config.score)
@@ -90,8 +96,8 @@ def filter_figures(table: pa.Table, cut: dict, config: FilterFlowConfig, seconds
 
 
 def _mean(values: pa.ChunkedArray) -> float | None:
-    numbers = [v for v in values.to_pylist() if v is not None]
-    return round(statistics.fmean(numbers), 4) if numbers else None
+    mean = pc.mean(values).as_py()
+    return None if mean is None else round(mean, 4)
 
 
 def relocated(table: pa.Table, src: Path, out: Path) -> pa.Table:
@@ -101,7 +107,7 @@ def relocated(table: pa.Table, src: Path, out: Path) -> pa.Table:
             continue
         values = [None if p is None else os.path.relpath(src / p, out) if not os.path.isabs(p) else p
                   for p in table[name].to_pylist()]
-        table = table.set_column(table.schema.get_field_index(name), name, pa.array(values, pa.string()))
+        table = put_column(table, name, pa.array(values, pa.string()))
     return table
 
 

@@ -89,7 +89,7 @@ def test_filter_keeps_the_steady_videos_and_reruns_score_nothing(synthesized, tm
 
 
 def test_filter_refuses_to_overwrite_its_input(synthesized):
-    with pytest.raises(ValueError, match="its own folder"):
+    with pytest.raises(ValueError, match="another folder"):
         run_filter_flow(str(synthesized), str(synthesized.parent), filter_flow_config("tiny"))
 
 
@@ -136,3 +136,13 @@ def test_cli_errors_are_one_clear_line(synthesized, tmp_path):
 def test_cli_dimension_choices_are_the_stage_s():
     assert DIMENSIONS == QUALITY_DIMENSIONS
     assert Path(filtering.stage.__file__).parent.joinpath("presets", "yume15.yaml").is_file()
+
+
+def test_a_filtered_manifest_can_be_filtered_again(synthesized, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    run_filter_flow(str(synthesized), str(first), filter_flow_config("tiny", {"top": {"keep": 4, "keep_fraction": 1.0}}))
+    summary = run_filter_flow(str(first / "manifest.parquet"), str(second),
+                              filter_flow_config("tiny", {"top": {"keep": 2, "keep_fraction": 1.0}}))
+    table = read_manifest(second / "manifest.parquet")
+    assert len(table.column_names) == len(set(table.column_names))  # scores and ranks replaced, not doubled
+    assert summary["ok"] == 2 and table["quality_rank"].null_count == 3  # the 2 failed + the one cut the first time

@@ -102,6 +102,15 @@ def conform(table: pa.Table, schema: pa.Schema = CLIP_SCHEMA) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=pa.schema(fields, metadata=table.schema.metadata))
 
 
+def put_column(table: pa.Table, field: pa.Field | str, values) -> pa.Table:
+    """Replace the column if the table has it, else append it: a stage run again over its own output (a filtered
+    manifest filtered again, a second decisions file) must not end with two columns of one name."""
+    name = field.name if isinstance(field, pa.Field) else field
+    if name in table.column_names:
+        return table.set_column(table.schema.get_field_index(name), field, values)
+    return table.append_column(field, values)
+
+
 def write_manifest(table: pa.Table, path: str | Path, metadata: Mapping[str, str] | None = None) -> Path:
     """Write atomically, so a reader (or a resumed run) never sees half a manifest."""
     if metadata:
