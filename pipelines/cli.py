@@ -12,33 +12,18 @@ from pathlib import Path
 
 import click
 
-PRESETS_DIR = Path(__file__).parent / "presets"
+from pipelines.cli_common import InputErrorGroup, prefect_env, print_outputs, settings, shard_overrides
+from pipelines.cli_filtering import filter_videos, review
+from pipelines.cli_prompts import event_images, select_prompts
+from pipelines.cli_synthesis import plan, synthesize
+from pipelines.cli_training import infer_check, train
+from pipelines.cli_training_data import embed_actions
 
 
-def _prefect_env() -> None:
-    # Embedded mode by default; no phoning home from batch jobs.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-
-
-def _settings(preset: str | None, config: str | None, overrides: dict) -> dict:
-    from yume_core.config import load_yaml, merge
-
-    data: dict = {}
-    if preset:
-        path = PRESETS_DIR / f"{preset}.yaml"
-        if not path.exists():
-            known = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
-            raise click.BadParameter(f"unknown preset {preset!r}; known: {known}", param_hint="--preset")
-        data = load_yaml(path)
-    if config:
-        data = merge(data, load_yaml(config))
-    return merge(data, overrides)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=InputErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="yume-data")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the traceback of a bad-input error (also YUME_DEBUG=1).")
+def main(debug: bool) -> None:
     """Build Yume-1.5-style world-model training data: actions, captions, synthesis, filtering, shards."""
 
 
@@ -71,16 +56,6 @@ def actions(paths, output, stride, translation_threshold, rotation_threshold, wo
     click.echo(format_summary(summarize(table), f"actions -> {output}"), err=True)
 
 
-def _shard_overrides(shard_count, shard_bytes, no_poses, fps, size) -> dict:
-    return {
-        "max_count": shard_count,
-        "max_bytes": shard_bytes,
-        "include_poses": False if no_poses else None,
-        "fps": fps,
-        "size": list(size) if size else None,
-    }
-
-
 @main.command("real-world")
 @click.option("--csv", "csv_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Sekai annotation CSV.")
 @click.option("--videos", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of the CSV's mp4s.")
@@ -106,7 +81,7 @@ def real_world(csv_path, videos, trajectories, output, preset, config, batch_siz
                stride, translation_threshold, rotation_threshold, shard_max_count, shard_max_bytes, no_poses, fps, size,
                captioner, endpoints, caption_model):
     """Sekai clips -> actions -> (captions) -> WebDataset shards, as a resumable Prefect flow."""
-    _prefect_env()
+    prefect_env()
     from pipelines.real_world import RealWorldConfig, run_flow
     from yume_core.config import from_dict
 
@@ -114,18 +89,13 @@ def real_world(csv_path, videos, trajectories, output, preset, config, batch_siz
         "batch_size": batch_size,
         "runner": {"kind": task_runner, "workers": workers, "ray_address": ray_address},
         "actions": _quantize_overrides(stride, translation_threshold, rotation_threshold),
-        "shards": _shard_overrides(shard_max_count, shard_max_bytes, no_poses, fps, size),
+        "shards": shard_overrides(shard_max_count, shard_max_bytes, no_poses, fps, size),
     }
     if captioner or endpoints or caption_model:
         overrides["caption"] = {"backend": captioner, "endpoints": list(endpoints) or None, "model": caption_model}
-    cfg = from_dict(RealWorldConfig, _settings(preset, config, overrides))
+    cfg = from_dict(RealWorldConfig, settings(preset, config, overrides))
     summary = run_flow(csv_path, videos, trajectories, output, cfg)
-    _print_outputs(summary)
-
-
-def _print_outputs(summary: dict) -> None:
-    for name, path in summary["outputs"].items():
-        click.echo(f"{name:>18}: {path}")
+    print_outputs(summary)
 
 
 @main.command()
@@ -144,7 +114,7 @@ def _print_outputs(summary: dict) -> None:
 def caption(manifest, output, backend, endpoints, model, concurrency, num_frames, prompt, max_tokens, batch_size,
             gpus_per_endpoint, config):
     """Event-focused re-captions (InternVL3 via vLLM or any OpenAI-compatible server), resumable per batch."""
-    _prefect_env()
+    prefect_env()
     from pipelines.captioning import CaptionFlowConfig, run_caption_flow
     from yume_core.config import from_dict
 
@@ -156,9 +126,9 @@ def caption(manifest, output, backend, endpoints, model, concurrency, num_frames
             "prompt": prompt, "max_tokens": max_tokens, "frames": {"num_frames": num_frames},
         },
     }
-    cfg = from_dict(CaptionFlowConfig, _settings(None, config, overrides))
+    cfg = from_dict(CaptionFlowConfig, settings(None, config, overrides))
     summary = run_caption_flow(manifest, output, cfg)
-    _print_outputs(summary)
+    print_outputs(summary)
 
 
 @main.command("serve-vlm")
@@ -218,7 +188,7 @@ def shards_write(manifest, output, shard_max_count, shard_max_bytes, no_poses, f
     from yume_core.config import from_dict, merge
     from yume_core.manifest import read_manifest
 
-    overrides = _shard_overrides(shard_max_count, shard_max_bytes, no_poses, fps, size)
+    overrides = shard_overrides(shard_max_count, shard_max_bytes, no_poses, fps, size)
     cfg = from_dict(shards.ShardConfig, merge({}, overrides), "shards")
     index = shards.write_shards(read_manifest(manifest), output, cfg)
     click.echo(f"{index.num_rows} samples in {len(set(index['shard'].to_pylist()))} shards under {output}")
@@ -242,26 +212,24 @@ def export_yume(manifest, output):
 @click.option("--frames", default=150, show_default=True, help="Frames per clip (30 fps).")
 def demo(output, clips, frames):
     """Generate a small Sekai-format sample and run the real-world flow on it, offline, on CPU."""
-    _prefect_env()
+    prefect_env()
     from pipelines.demo import run_demo
 
     run_demo(Path(output), clips=clips, frames=frames)
 
 
-from pipelines.cli_training_data import embed_actions  # noqa: E402
-main.add_command(embed_actions)
-from pipelines.cli_prompts import event_images, select_prompts  # noqa: E402
-main.add_command(select_prompts)
-main.add_command(event_images)
-from pipelines.cli_synthesis import plan, synthesize  # noqa: E402
-main.add_command(synthesize)
-main.add_command(plan)
-from pipelines.cli_training import infer_check, train  # noqa: E402
-main.add_command(train)
-main.add_command(infer_check)
-from pipelines.cli_filtering import filter_videos, review  # noqa: E402
-main.add_command(filter_videos)
-main.add_command(review)
+for _command in (
+    embed_actions,
+    select_prompts,
+    event_images,
+    synthesize,
+    plan,
+    train,
+    infer_check,
+    filter_videos,
+    review,
+):
+    main.add_command(_command)
 
 if __name__ == "__main__":
     main()

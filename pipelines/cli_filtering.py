@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from pipelines.cli_common import prefect_env, print_outputs
+
 DIMENSIONS = ("subject_consistency", "background_consistency", "temporal_flickering", "motion_smoothness",
               "dynamic_degree", "aesthetic_quality", "imaging_quality")  # filtering.QUALITY_DIMENSIONS (tested equal)
 
@@ -42,9 +44,7 @@ def filter_videos(manifest, output, preset, config, backend, dimensions, keep, k
                   dino_model, clip_model, aesthetic_model, aesthetic_head, max_frames, vbench_python, vbench_cache,
                   batch_size, workers, task_runner):
     """Score every video with VBench's quality dimensions and keep the best (Yume-1.5: 50,000 of 80,000)."""
-    from pipelines.cli import _prefect_env, _print_outputs
-
-    _prefect_env()
+    prefect_env()
     from pipelines.filtering import filter_flow_config, run_filter_flow
     from yume_core.config import ConfigError, load_yaml, merge
 
@@ -62,7 +62,7 @@ def filter_videos(manifest, output, preset, config, backend, dimensions, keep, k
         summary = run_filter_flow(manifest, output, cfg)
     except (ConfigError, ValueError) as e:  # a bad setting, a missing aesthetic head, VBench not installed
         raise click.ClickException(str(e)) from None
-    _print_outputs(summary)
+    print_outputs(summary)
 
 
 @click.group("review")
@@ -98,7 +98,6 @@ def review_make(manifest, output, page_size, title):
 def review_apply(manifest, decisions, output, unreviewed):
     """Keep what people kept: rejected and unreviewed videos are dropped with a reason, nothing is lost."""
     from filtering.review import ReviewFormatError, apply_review, read_decisions, review_counts
-    from pipelines.cli import _print_outputs
     from pipelines.filtering import output_folder, relocated
     from pipelines.reporting import report
     from yume_core.manifest import read_manifest, write_manifest
@@ -115,4 +114,4 @@ def review_apply(manifest, decisions, output, unreviewed):
         raise click.ClickException(str(e)) from None
     table = relocated(table, source.parent, out)
     write_manifest(table, out / "manifest.parquet")
-    _print_outputs(report(table, out, title="review", seconds=0.0, extra=review_counts(table)))
+    print_outputs(report(table, out, title="review", seconds=0.0, extra=review_counts(table)))

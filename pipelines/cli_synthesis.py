@@ -10,6 +10,8 @@ import json
 
 import click
 
+from pipelines.cli_common import prefect_env, print_outputs
+
 # synthesis.models.CACHE_KINDS (a test keeps them equal): importing the stage here would make every command's
 # start-up depend on it
 CACHE_KINDS = ("none", "first_block", "pab", "taylorseer")
@@ -71,9 +73,7 @@ def _generation_overrides(model, width, height, num_frames, fps, steps, guidance
 def synthesize(prompts, output, preset, config, batch_size, workers, task_runner, ray_address, gpus_per_worker, rank,
                world_size, **generation):
     """Generate one video per prompt with Wan (T2V, or I2V for rows with an image), resumable per video."""
-    from pipelines.cli import _prefect_env, _print_outputs
-
-    _prefect_env()
+    prefect_env()
     from pipelines.synthesis import run_synthesis_flow, synth_flow_config
     from yume_core.config import load_yaml, merge
 
@@ -87,7 +87,7 @@ def synthesize(prompts, output, preset, config, batch_size, workers, task_runner
     cfg = synth_flow_config(preset, settings)
     summary = run_synthesis_flow(prompts, output, cfg, rank=rank, world_size=world_size)
     if summary.get("complete"):
-        _print_outputs(summary)
+        print_outputs(summary)
 
 
 @click.group("plan")

@@ -13,3 +13,18 @@ class RowError(Exception):
 
     def __reduce__(self):  # picklable across process pools
         return (type(self), (self.reason, self.message))
+
+
+class InputError(Exception):
+    """A whole input file (CSV header, decisions file, config, prompts file) or output folder that cannot be used.
+
+    Unlike RowError it stops the command: the CLI prints `str(e)` as one line and exits with status 2. The message
+    names the file, the problem and the fix: `InputError(path, "has no videoFile column", "export it with ...")`.
+    """
+
+    def __init__(self, path, problem: str, fix: str | None = None):
+        self.path, self.problem, self.fix = str(path), problem, fix
+        super().__init__(f"{self.path}: {problem}" + (f"; {fix}" if fix else ""))
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.problem, self.fix))
