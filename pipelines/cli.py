@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from pipelines.cli_build import build
 from pipelines.cli_common import InputErrorGroup, prefect_env, print_outputs, settings, shard_overrides
 from pipelines.cli_filtering import filter_videos, review
 from pipelines.cli_prompts import event_images, select_prompts
@@ -77,9 +78,12 @@ def actions(paths, output, stride, translation_threshold, rotation_threshold, wo
               help="Caption the ok clips with this backend before sharding.")
 @click.option("--endpoint", "endpoints", multiple=True, help="OpenAI-compatible server URL (repeat for replicas).")
 @click.option("--caption-model", help="Captioning model: served name, hub id, path or tiny-random.")
+@click.option("--allow-outside-root", is_flag=True, default=None,
+              help="Trust CSV paths that leave --videos / --trajectories (../, absolute, symlinks out); "
+                   "otherwise such rows fail as path_outside_root.")
 def real_world(csv_path, videos, trajectories, output, preset, config, batch_size, workers, task_runner, ray_address,
                stride, translation_threshold, rotation_threshold, shard_max_count, shard_max_bytes, no_poses, fps, size,
-               captioner, endpoints, caption_model):
+               captioner, endpoints, caption_model, allow_outside_root):
     """Sekai clips -> actions -> (captions) -> WebDataset shards, as a resumable Prefect flow."""
     prefect_env()
     from pipelines.real_world import RealWorldConfig, run_flow
@@ -87,6 +91,7 @@ def real_world(csv_path, videos, trajectories, output, preset, config, batch_siz
 
     overrides = {
         "batch_size": batch_size,
+        "allow_outside_root": allow_outside_root,
         "runner": {"kind": task_runner, "workers": workers, "ray_address": ray_address},
         "actions": _quantize_overrides(stride, translation_threshold, rotation_threshold),
         "shards": shard_overrides(shard_max_count, shard_max_bytes, no_poses, fps, size),
@@ -219,6 +224,7 @@ def demo(output, clips, frames):
 
 
 for _command in (
+    build,
     embed_actions,
     select_prompts,
     event_images,

@@ -7,6 +7,7 @@ has no import cycle.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -17,9 +18,70 @@ PRESETS_DIR = Path(__file__).parent / "presets"
 
 
 def prefect_env() -> None:
-    """Embedded mode by default; no phoning home from batch jobs."""
+    """Embedded mode by default; no phoning home from batch jobs.
+
+    Embedded Prefect keeps its database under PREFECT_HOME and serves it from a subprocess: on a full or read-only
+    disk that prints pages of sqlalchemy tracebacks and then times out, so the home is checked here first. Prefect's
+    log of a failed run is left out when the CLI reports the cause in one line anyway (`--debug` keeps it).
+    """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    if not os.environ.get("PREFECT_API_URL"):
+        from yume_core.errors import InputError
+        from yume_core.storage import check_writable
+
+        try:
+            check_writable(prefect_home(), min_free_bytes=32 << 20, what="Prefect's home (PREFECT_HOME)")
+        except InputError as e:
+            raise InputError(e.path, e.problem, "free space there, or set PREFECT_HOME to a writable folder on "
+                             "another disk, or PREFECT_API_URL to a running Prefect server") from e
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _ReportedInOneLine) for f in logger.filters):
+            logger.addFilter(_ReportedInOneLine())
+
+
+def prefect_home() -> Path:
+    return Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+
+
+_PREFECT_DB_FAILURES = ("disk I/O error", "database or disk is full", "readonly database",
+                        "unable to open database file",
+                        "Timed out while attempting to connect to ephemeral Prefect API server")
+
+
+def one_line_error(exc: BaseException) -> str | None:
+    """The line the CLI prints for a failure a person fixes outside the code (a bad input file or setting, a full or
+    read-only disk, Prefect's database on such a disk), or None for anything else: that is a bug, shown in full."""
+    from yume_core.config import ConfigError
+    from yume_core.errors import InputError
+    from yume_core.storage import disk_problem
+
+    if isinstance(exc, (InputError, ConfigError)):
+        return " ".join(str(exc).split())  # a YAML parser's message spans lines
+    if isinstance(exc, OSError) and (found := disk_problem(exc)):
+        return "{}: {}; {}".format(*found)
+    chain, seen = exc, 0
+    while chain is not None and seen < 8:
+        text = str(chain)
+        if any(s in text for s in _PREFECT_DB_FAILURES):
+            return (f"{prefect_home()}: Prefect's local server or its database in this folder (PREFECT_HOME) "
+                    f"failed: {text.splitlines()[0][:200]}; check the folder has free space and is writable, or "
+                    "set PREFECT_HOME to another folder")
+        chain, seen = chain.__cause__ or chain.__context__, seen + 1
+    return None
+
+
+class _ReportedInOneLine(logging.Filter):
+    """Drops Prefect's traceback of a failed flow or task run whose cause the CLI prints as one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info or os.environ.get("YUME_DEBUG"):
+            return True
+        ctx = click.get_current_context(silent=True)
+        if ctx is not None and ctx.find_root().params.get("debug"):
+            return True
+        return one_line_error(record.exc_info[1]) is None
 
 
 def settings(preset: str | None, config: str | None, overrides: dict, presets_dir: Path = PRESETS_DIR) -> dict:
@@ -54,18 +116,16 @@ def shard_overrides(shard_count, shard_bytes, no_poses, fps, size) -> dict:
 
 
 class InputErrorGroup(click.Group):
-    """Runs a subcommand; a bad input file or setting (yume_core.errors.InputError, yume_core.config.ConfigError)
-    ends it with one line on stderr and exit status 2 instead of a traceback. `--debug` (or YUME_DEBUG=1) shows
-    the traceback."""
+    """Runs a subcommand; a bad input file or setting (yume_core.errors.InputError, yume_core.config.ConfigError),
+    a full or unwritable disk (`one_line_error`) ends it with one line on stderr and exit status 2 instead of a
+    traceback. `--debug` (or YUME_DEBUG=1) shows the traceback."""
 
     def invoke(self, ctx: click.Context):
-        from yume_core.config import ConfigError
-        from yume_core.errors import InputError
-
         try:
             return super().invoke(ctx)
-        except (InputError, ConfigError) as e:
-            if ctx.params.get("debug") or os.environ.get("YUME_DEBUG"):
+        except Exception as e:
+            message = one_line_error(e)
+            if message is None or ctx.params.get("debug") or os.environ.get("YUME_DEBUG"):
                 raise
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {message}", err=True)
             sys.exit(2)

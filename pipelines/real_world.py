@@ -30,7 +30,8 @@ from pipelines.runners import RunnerConfig, make_task_runner
 from yume_core import __version__
 from yume_core.config import from_dict, to_dict
 from yume_core.manifest import CLIP_SCHEMA, OK, conform, mark_each, write_manifest
-from yume_core.sekai import check_frame_counts, probe_clips, read_sekai_csv
+from yume_core.sekai import check_frame_counts, check_sekai_csv, probe_clips, read_sekai_csv
+from yume_core.storage import check_writable
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class RealWorldConfig:
     shards: shards.ShardConfig = field(default_factory=shards.ShardConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     caption: CaptionConfig | None = None  # set to caption the ok clips before they are sharded
+    allow_outside_root: bool = False  # trust CSV paths that leave the videos / cameras folders
 
 
 def process_clip_batch(batch: pa.Table, config: RealWorldConfig) -> pa.Table:
@@ -85,11 +87,13 @@ def attach_shards(manifest: pa.Table, index: pa.Table) -> pa.Table:
     return mark_each(manifest, [r and r["reason"] for r in failed], [r and r["error"] for r in failed])
 
 
-def run_real_world(csv: str, videos: str, trajectories: str, output: str, config: RealWorldConfig) -> dict:
-    """The flow body; `real_world_flow` wraps it so Prefect records the run."""
+def run_real_world(csv: str, videos: str, trajectories: str, output: str, config: RealWorldConfig,
+                   shards_dir: str | None = None) -> dict:
+    """The flow body; `real_world_flow` wraps it so Prefect records the run. `shards_dir`: where the set's shards
+    go (default `<output>/shards`; `yume-data build` puts them in the set folder)."""
     started = time.perf_counter()
     out = Path(output)
-    table = read_sekai_csv(csv, videos, trajectories)
+    table = read_sekai_csv(csv, videos, trajectories, allow_outside_root=config.allow_outside_root)
     # what decides a batch's output: its rows, where their files are, and the settings that change results
     settings = {k: v for k, v in to_dict(config).items() if k not in ("shards", "runner", "io_threads", "caption")}
     inputs = fingerprint(table, settings, columns=("csv_row", "clip_id", "status", "video_path", "camera_path"))
@@ -107,18 +111,23 @@ def run_real_world(csv: str, videos: str, trajectories: str, output: str, config
         "csv": str(Path(csv).resolve()),
         "actions": to_dict(config.actions),
     }
-    index = write_all_shards(manifest, out / "shards", config.shards, provenance)
+    index = write_all_shards(manifest, Path(shards_dir) if shards_dir else out / "shards", config.shards, provenance)
     manifest = attach_shards(manifest, index)
     write_manifest(manifest, out / "manifest.parquet", {"yume_data": json.dumps(provenance)})
     return report(manifest, out, title="real-world", seconds=time.perf_counter() - started)
 
 
 @flow(name="real-world")
-def real_world_flow(csv: str, videos: str, trajectories: str, output: str, config: dict | None = None) -> dict:
-    return run_real_world(csv, videos, trajectories, output, from_dict(RealWorldConfig, config))
+def real_world_flow(csv: str, videos: str, trajectories: str, output: str, config: dict | None = None,
+                    shards_dir: str | None = None) -> dict:
+    return run_real_world(csv, videos, trajectories, output, from_dict(RealWorldConfig, config), shards_dir)
 
 
-def run_flow(csv: str, videos: str, trajectories: str, output: str, config: RealWorldConfig) -> dict:
+def run_flow(csv: str, videos: str, trajectories: str, output: str, config: RealWorldConfig,
+             shards_dir: str | None = None) -> dict:
     """Run under the task runner the config names."""
+    check_sekai_csv(csv)  # a bad file or output folder stops here, before Prefect starts a run
+    check_writable(output)
     runner = make_task_runner(config.runner)
-    return real_world_flow.with_options(task_runner=runner)(csv, videos, trajectories, output, to_dict(config))
+    return real_world_flow.with_options(task_runner=runner)(csv, videos, trajectories, output, to_dict(config),
+                                                            shards_dir)

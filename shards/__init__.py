@@ -4,15 +4,18 @@
     index = write_shards(manifest, "out/shards", config, provenance={"actions": {...}})   # resumable
     report = verify_shards("out/shards"); print(format_report(report))
     export_yume(manifest, "out/yume")                                                   # Keys_*_Mouse_*/...
+    write_set_shards("filtered/manifest.parquet", "out/synthetic", "synthetic")         # + .nv-meta/ (Energon)
 
 A flow writes shards in parallel with `plan_shards` + `write_shard_part` (one task per shard, skipped when
 `shard_done`) + `merge_index`. Formats are described in shards/README.md.
 """
 
 from shards.config import ShardConfig
+from shards.energon import prepare_energon
 from shards.keys import KeyCollisionError, sample_keys, sanitize_key
 from shards.plan import TAR_TRAILER_BYTES, estimate_sample_bytes, plan_shards, shard_name
 from shards.sample import REQUIRED_JSON_FIELDS, build_sample, load_poses, member_records
+from shards.sets import set_spec, set_stats, shard_statuses, start_image_jpeg, write_set_shards
 from shards.verify import VerifyReport, format_report, verify_shards
 from shards.writer import (
     INDEX_FILE,
@@ -48,16 +51,22 @@ __all__ = [
     "member_records",
     "merge_index",
     "plan_shards",
+    "prepare_energon",
     "remove_stale_shards",
     "remove_temp_files",
     "sample_keys",
     "sanitize_key",
     "segment_stem",
     "segment_text",
+    "set_spec",
+    "set_stats",
+    "shard_statuses",
     "shard_done",
     "shard_name",
+    "start_image_jpeg",
     "verify_shards",
     "write_shard",
     "write_shard_part",
+    "write_set_shards",
     "write_shards",
 ]

@@ -8,8 +8,8 @@ a million rows takes milliseconds, and a rerun (or a flow task per shard) maps t
 
 The byte estimate of a sample (`estimate_sample_bytes`) is computed from manifest columns only, never by opening
 files (except `stat` for rows whose `video_bytes` is missing): the mp4's size, the npy's exact size
-(128 + 64 per pose), the json's string columns plus a per-frame allowance for the action lists, and 1 KiB of tar
-header and padding per member. When transcoding, the source's size stands in for the (unknown) output size.
+(128 + 64 per pose), the start image's size (`image_bytes`, event samples), the json's string columns plus a
+per-frame allowance for the action lists, and 1 KiB of tar header and padding per member. When transcoding, the source's size stands in for the (unknown) output size.
 """
 
 from __future__ import annotations
@@ -92,6 +92,10 @@ def estimate_sample_bytes(table: pa.Table, config: ShardConfig | None = None) ->
 
     members = np.full(n, 2, np.int64)
     est = video + json_bytes
+    image = _int_column(table, "image_bytes")  # an event sample's start image (`<key>.jpg`)
+    if image is not None:
+        est += np.maximum(image, 0)
+        members += image >= 0
     if config.include_poses and "camera_path" in table.column_names:
         has_poses = pc.is_valid(table["camera_path"]).to_numpy(zero_copy_only=False)
         est += np.where(has_poses, 128 + 64 * frames, 0)

@@ -1,6 +1,9 @@
 """One manifest row -> one WebDataset sample: `<key>.mp4`, `<key>.json` and, with poses, `<key>.npy`.
 
-The json (UTF-8) holds everything a trainer or a person needs besides the pixels:
+The json (UTF-8) holds everything a trainer or a person needs besides the pixels. It follows the sample schema
+(yume_core.samples, version 1: `schema_version, set, key, tasks, event_text`, the mp4's size, `actions`,
+`provenance`); a real-world clip trains T2V on Sekai's scene caption (`caption`) and I2V on its event caption
+(`caption_event`; without one the clip trains T2V only). Besides those:
 
     clip_id, source                 as in the manifest
     fps, frames, width, height      of the mp4 member as stored (after transcoding, when asked)
@@ -12,7 +15,7 @@ The json (UTF-8) holds everything a trainer or a person needs besides the pixels
                  passes them as provenance["actions"]}
     metrics     {speed, turn_deg, view_rotation_deg}
     meta        {location, scene, crowd_density, weather, time_of_day, youtube_id, start_frame, end_frame}
-    provenance  {sources: {video, camera, csv_row}, pipeline_version, created, shards: the ShardConfig,
+    provenance  {sources: {video, camera, image (null here), csv_row}, pipeline_version, created, shards: the ShardConfig,
                  config: the caller's provenance dict as given}
 
 Labels and segment ranges refer to the source's frame timeline (`actions.frames` frames at `actions.fps`), which
@@ -30,15 +33,17 @@ import json
 import math
 import os
 import tempfile
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Mapping
+from typing import Any, BinaryIO, Callable, Mapping
 
 import numpy as np
 
 from shards.config import ShardConfig
 from shards.keys import sanitize_key
+from yume_core import buildtime
 from yume_core.errors import RowError
+from yume_core.samples import DEFAULT_TASKS, SCHEMA_VERSION, check_tasks, task_fields
 
 CAPTION_PREFIXES = ("caption_", "prompt_")
 META_FIELDS = ("location", "scene", "crowd_density", "weather", "time_of_day", "youtube_id", "start_frame", "end_frame")
@@ -55,10 +60,31 @@ SAMPLE_COLUMNS = (
 )
 # actions.* entries that come from the row, never from provenance["actions"]
 _ROW_ACTION_FIELDS = ("keys", "mouse", "segments", "chunks", "frames")
+EVENT_CAPTION = "caption_event"  # the real-world clip's event caption: the text its I2V samples train on
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """How the rows of one set's manifest become samples, so one writer, index and resume serve every set.
+
+    `build(row, ctx, key, mp4)` returns the sample dict (see `make_sample`); `covers(column)` says which manifest
+    columns the samples are made of and `settings` what else they depend on: both go into a shard's fingerprint,
+    so a changed column or setting rewrites the shard."""
+
+    set_name: str
+    tasks: tuple[str, ...]
+    build: Callable[..., dict]
+    covers: Callable[[str], bool]
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def fingerprint_settings(self) -> dict:
+        return {"schema_version": SCHEMA_VERSION, "set": self.set_name, "tasks": list(self.tasks),
+                **dict(self.settings)}
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    """The build time (yume_core.buildtime), never the clock: a rerun writes the same bytes."""
+    return buildtime.build_time_iso()
 
 
 def _pipeline_version() -> str:
@@ -104,8 +130,10 @@ class SampleContext:
     Built once per shard, so per-sample work is the row's own bytes only.
     """
 
-    def __init__(self, config: ShardConfig, provenance: Mapping[str, Any] | None = None, created: str | None = None):
+    def __init__(self, config: ShardConfig, provenance: Mapping[str, Any] | None = None, created: str | None = None,
+                 spec: SampleSpec | None = None):
         self.config = config
+        self.spec = spec or real_world_spec()
         self.provenance = _clean(dict(provenance or {}))
         actions = self.provenance.get("actions")
         self.action_settings = (
@@ -214,9 +242,12 @@ def sample_json(
     ctx: SampleContext,
     video: Mapping[str, Any] | None = None,
     timeline_frames: int | None = None,
+    key: str | None = None,
 ) -> dict:
     """The json record of a row (see the module docstring). `video` overrides fps/frames/size (after transcoding)."""
     video = video or {}
+    texts = {"t2v": row.get("caption"), "i2v": row.get(EVENT_CAPTION)}
+    common = task_fields("real_world", key or sanitize_key(row.get("clip_id")), texts, ctx.spec.tasks)
     captions = {"scene": row.get("caption")}
     for name in caption_columns(row.keys()):
         captions[name] = row.get(name)
@@ -233,6 +264,7 @@ def sample_json(
         stride=stride,
     )
     return {
+        **common,
         "clip_id": row.get("clip_id"),
         "source": row.get("source"),
         "fps": _finite(video.get("fps", row.get("video_fps"))),
@@ -244,7 +276,8 @@ def sample_json(
         "metrics": {k: _finite(row.get(k)) for k in METRIC_FIELDS},
         "meta": {k: row.get(k) for k in META_FIELDS},
         "provenance": {
-            "sources": {"video": row.get("video_path"), "camera": row.get("camera_path"), "csv_row": row.get("csv_row")},
+            "sources": {"video": row.get("video_path"), "camera": row.get("camera_path"), "image": None,
+                        "csv_row": row.get("csv_row")},
             "pipeline_version": ctx.version,
             "created": ctx.created,
             "shards": ctx.shard_settings,
@@ -263,24 +296,47 @@ def encode_json(record: dict) -> bytes:
 # ------------------------------------------------------------------------------------------------ sample
 
 
+def video_member(row: Mapping[str, Any], config: ShardConfig, mp4=None) -> tuple[Any, dict | None]:
+    """The mp4 member of `row` and, when it was transcoded, its fps/frames/size (None: the source's own)."""
+    if config.transcodes:
+        return transcode_video(row, config)
+    return (read_video_bytes(row) if mp4 is None else mp4), None
+
+
+def index_info(record: Mapping[str, Any]) -> dict:
+    """What the index keeps of a sample's json: its tasks and the mp4's duration (for per-set figures without
+    opening a tar)."""
+    fps, frames = record.get("fps"), record.get("frames")
+    seconds = frames / fps if isinstance(frames, int) and isinstance(fps, (int, float)) and fps > 0 else None
+    return {"tasks": list(record["tasks"]), "seconds": seconds}
+
+
 def make_sample(row: Mapping[str, Any], ctx: SampleContext, key: str | None = None, mp4=None) -> dict:
     """The sample of `row`; `mp4`: the source bytes already read (any bytes-like; the shard writer passes a view
-    of a reused buffer), else they are read (or transcoded) here."""
+    of a reused buffer), else they are read (or transcoded) here. `_index` holds `index_info` (not a member)."""
     config = ctx.config
     key = key or sanitize_key(row.get("clip_id"))
-    video = None
-    if config.transcodes:
-        mp4, video = transcode_video(row, config)
-    elif mp4 is None:
-        mp4 = read_video_bytes(row)
+    mp4, video = video_member(row, config, mp4)
     sample = {"__key__": key, "mp4": mp4}
     timeline = None
     if config.include_poses and row.get("camera_path"):
         poses = load_poses(row.get("camera_path"), row.get("clip_id"))
         sample["npy"] = npy_bytes(poses)
         timeline = len(poses)
-    sample["json"] = encode_json(sample_json(row, ctx, video, timeline))
+    record = sample_json(row, ctx, video, timeline, key)
+    sample["json"] = encode_json(record)
+    sample["_index"] = index_info(record)
     return sample
+
+
+def _real_world_column(name: str) -> bool:
+    return name in SAMPLE_COLUMNS or name.startswith(CAPTION_PREFIXES)
+
+
+def real_world_spec(tasks=None) -> SampleSpec:
+    """Real-world clips: the manifest of the real-world flow; `tasks` defaults to Yume-1.5's (T2V and I2V)."""
+    tasks = check_tasks(tasks or DEFAULT_TASKS["real_world"], "real_world.tasks")
+    return SampleSpec("real_world", tasks, make_sample, _real_world_column)
 
 
 def build_sample(row: Mapping[str, Any], config: ShardConfig | None = None, provenance: Mapping | None = None) -> dict:
@@ -289,7 +345,9 @@ def build_sample(row: Mapping[str, Any], config: ShardConfig | None = None, prov
     Raises RowError (video_missing, video_changed, poses_missing, poses_invalid, or media's errors when
     transcoding) for inputs that cannot become a sample.
     """
-    return make_sample(row, SampleContext(config or ShardConfig(), provenance))
+    sample = make_sample(row, SampleContext(config or ShardConfig(), provenance))
+    sample.pop("_index", None)  # the writer's note for its index, not a member
+    return sample
 
 
 def member_records(sample: Mapping[str, Any], known: Mapping[str, str] | None = None) -> list[dict]:

@@ -44,7 +44,8 @@ from webdataset import TarWriter
 from shards.config import ShardConfig
 from shards.keys import sample_keys
 from shards.plan import estimate_sample_bytes, ok_positions, plan_shards, shard_name
-from shards.sample import CAPTION_PREFIXES, SAMPLE_COLUMNS, SampleContext, make_sample, member_records, now_iso, open_video
+from shards.sample import SampleContext, SampleSpec, member_records, now_iso, open_video
+from yume_core import buildtime
 from yume_core.errors import RowError
 from yume_core.manifest import FAILED, OK
 from yume_core.storage import TMP_MARK, atomic_path
@@ -66,6 +67,9 @@ INDEX_SCHEMA = pa.schema(
         ("status", pa.string()),  # ok, or failed: the row's input could not become a sample
         ("reason", pa.string()),
         ("error", pa.string()),
+        ("set", pa.string()),  # real_world | synthetic | event
+        ("tasks", pa.list_(pa.string())),  # the tasks the sample trains, as in its json (null for failed rows)
+        ("seconds", pa.float64()),  # duration of the mp4 member (frames / fps)
     ]
 )
 
@@ -173,7 +177,7 @@ def _job(row: Mapping[str, Any], key: str, ctx: SampleContext, pool: _BufferPool
         if not ctx.config.transcodes:
             buf, view, digest = _read_into(pool, row)
             known = {"mp4": digest} if digest else None
-        sample = make_sample(row, ctx, key, mp4=view)
+        sample = ctx.spec.build(row, ctx, key, mp4=view)
         return sample, member_records(sample, known), None, buf
     except RowError as e:
         if buf is not None:
@@ -205,10 +209,11 @@ def _samples_in_order(rows: Sequence[Mapping], keys: Sequence[str], est: Sequenc
 
 
 def _mtime(created: str) -> int:
+    """Tar member mtimes: the sample's `created` time (the build time), so the tar bytes do not depend on the clock."""
     try:
         return int(datetime.fromisoformat(created).timestamp())
     except (TypeError, ValueError):
-        return int(time.time())
+        return buildtime.build_epoch()
 
 
 def _write_shard(table_rows: pa.Table, path: Path, ctx: SampleContext) -> pa.Table:
@@ -230,16 +235,17 @@ def _write_shard(table_rows: pa.Table, path: Path, ctx: SampleContext) -> pa.Tab
             position = 0
             pool = _BufferPool(WINDOW_BYTES)
             for row, key, sample, records, err, buf in _samples_in_order(rows, keys, est, ctx, pool):
-                base = dict(key=key, clip_id=row.get("clip_id"), source=row.get("source"))
+                base = dict(key=key, clip_id=row.get("clip_id"), source=row.get("source"), set=ctx.spec.set_name)
                 if err is not None:
                     add(**base, member_bytes=0, members=[], status=FAILED, reason=err.reason, error=err.message)
                     continue
                 offset = tw.tarstream.offset
+                info = sample.get("_index") or {}
                 tw.write(sample)
                 if buf is not None:
                     sample.clear()  # drop the view before the buffer is reused
                     pool.put(buf)
-                add(**base, shard=path.name, position=position, offset=offset,
+                add(**base, **info, shard=path.name, position=position, offset=offset,
                     member_bytes=sum(r["bytes"] for r in records), members=records, status=OK)
                 position += 1
             tw.close()
@@ -247,14 +253,14 @@ def _write_shard(table_rows: pa.Table, path: Path, ctx: SampleContext) -> pa.Tab
 
 
 def write_shard(table_rows: pa.Table, path: str | Path, config: ShardConfig | None = None,
-                provenance: Mapping | None = None) -> pa.Table:
+                provenance: Mapping | None = None, spec: SampleSpec | None = None) -> pa.Table:
     """Write the ok rows of `table_rows` as one WebDataset tar at `path` (atomically); return its index rows.
 
     Rows whose input cannot become a sample (video gone or changed, poses unreadable, transcode failure) are left
     out of the tar and returned as index rows with status `failed`, a reason code and a message; the others follow.
     Raises KeyCollisionError if two rows share a sample key.
     """
-    return _write_shard(table_rows, Path(path), SampleContext(config or ShardConfig(), provenance))
+    return _write_shard(table_rows, Path(path), SampleContext(config or ShardConfig(), provenance, spec=spec))
 
 
 # ------------------------------------------------------------------------------------------------ folders, resume
@@ -267,13 +273,15 @@ def index_part_path(out_dir: str | Path, i_or_name: int | str, config: ShardConf
 
 def _fingerprint(rows: pa.Table, ctx: SampleContext) -> str:
     """sha256 of what a shard's bytes are made of: the ok rows' sample columns, the shard settings (except
-    `threads`) and the caller's provenance (except `created`). Source files are represented by path and size."""
+    `threads`), the caller's provenance (except `created`) and the set's sample settings (schema version, set,
+    tasks, ...). Source files are represented by path and size."""
     ok = rows.take(pa.array(ok_positions(rows)))
-    cols = sorted(c for c in ok.column_names if c in SAMPLE_COLUMNS or c.startswith(CAPTION_PREFIXES))
+    cols = sorted(c for c in ok.column_names if ctx.spec.covers(c))
     table = ok.select(cols).replace_schema_metadata(None).combine_chunks()
     settings = {k: v for k, v in ctx.shard_settings.items() if k != "threads"}
     prov = {k: v for k, v in ctx.provenance.items() if k != "created"}
-    h = hashlib.sha256(json.dumps([settings, prov], sort_keys=True, default=str).encode())
+    h = hashlib.sha256(json.dumps([settings, prov, ctx.spec.fingerprint_settings()], sort_keys=True,
+                                  default=str).encode())
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as w:
         w.write_table(table)
@@ -291,7 +299,7 @@ def _part_fingerprint(part: Path) -> str | None:
 
 
 def shard_done(out_dir: str | Path, i: int, config: ShardConfig | None = None, rows: pa.Table | None = None,
-               provenance: Mapping | None = None) -> bool:
+               provenance: Mapping | None = None, spec: SampleSpec | None = None) -> bool:
     """True when shard i's tar and index part both exist.
 
     Given the planned `rows` (and the `provenance` the shard would be written with), also true only if the part
@@ -306,7 +314,7 @@ def shard_done(out_dir: str | Path, i: int, config: ShardConfig | None = None, r
         return False
     if rows is None:
         return True
-    return _part_fingerprint(part) == _fingerprint(rows, SampleContext(config, provenance, created="-"))
+    return _part_fingerprint(part) == _fingerprint(rows, SampleContext(config, provenance, created="-", spec=spec))
 
 
 def _write_part(table_rows, out_dir, i, ctx, skip_existing) -> pa.Table:
@@ -322,13 +330,15 @@ def _write_part(table_rows, out_dir, i, ctx, skip_existing) -> pa.Table:
 
 
 def write_shard_part(table_rows: pa.Table, out_dir: str | Path, i: int, config: ShardConfig | None = None,
-                     provenance: Mapping | None = None, skip_existing: bool = True) -> pa.Table:
+                     provenance: Mapping | None = None, skip_existing: bool = True,
+                     spec: SampleSpec | None = None) -> pa.Table:
     """Write shard i of a plan (`out_dir/{prefix}-{i:06d}.tar`, then its index part) unless already done.
 
     What a flow runs as one task per shard: `groups = plan_shards(ok, cfg)`, then
     `write_shard_part(ok.take(groups[i]), out_dir, i, cfg, provenance)` for each i, then `merge_index(out_dir, n)`.
+    `spec`: how rows become samples (default: real-world clips; `shards.set_spec` gives the other sets').
     """
-    ctx = SampleContext(config or ShardConfig(), provenance)
+    ctx = SampleContext(config or ShardConfig(), provenance, spec=spec)
     return _write_part(table_rows, out_dir, i, ctx, skip_existing)
 
 
@@ -365,7 +375,8 @@ def merge_index(out_dir: str | Path, shards: int | Sequence[str] | None = None,
 
 
 def write_shards(table: pa.Table, out_dir: str | Path, config: ShardConfig | None = None,
-                 provenance: Mapping | None = None, skip_existing: bool = True) -> pa.Table:
+                 provenance: Mapping | None = None, skip_existing: bool = True,
+                 spec: SampleSpec | None = None) -> pa.Table:
     """Plan the ok rows of `table` into shards, write `out_dir/{prefix}-{i:06d}.tar` in order (skipping shards
     already done when `skip_existing`), write `out_dir/index.parquet` and return the index."""
     config = config or ShardConfig()
@@ -374,7 +385,7 @@ def write_shards(table: pa.Table, out_dir: str | Path, config: ShardConfig | Non
     ok = ok_positions(table)
     sample_keys(table["clip_id"].take(pa.array(ok)).to_pylist())  # fail on a key collision before writing anything
     groups = plan_shards(table, config)
-    ctx = SampleContext(config, provenance, created=(provenance or {}).get("created") or now_iso())
+    ctx = SampleContext(config, provenance, created=(provenance or {}).get("created") or now_iso(), spec=spec)
     remove_stale_shards(out_dir, len(groups), config)
     from tqdm.auto import tqdm
 

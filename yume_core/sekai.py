@@ -3,6 +3,12 @@
 Reading the CSV is cheap and done once; probing videos is I/O-bound and done per batch (`probe_clips`), so a flow
 can spread it over workers. Ids follow Sekai: `<youtubeId>_<start:07d>_<end:07d>.mp4`, frames at 30 fps, half-open.
 YouTube ids contain `_` and `-` and may start with `_`, hence `rsplit("_", 2)`.
+
+A CSV saved by Excel as "CSV UTF-8" starts with a byte-order mark; it is read like any other. `videoFile` and
+`cameraFile` name files inside the videos and cameras folders: a row whose path leaves its folder (`../`, an
+absolute path, or a symlink inside the folder that points out, since the check is on the resolved path) fails as
+`path_outside_root` unless the caller trusts the CSV (`allow_outside_root`), so a CSV from elsewhere cannot pull
+arbitrary local files into the shards.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from yume_core.errors import RowError
+from yume_core.errors import InputError, RowError
 from yume_core.manifest import CLIP_SCHEMA, DROPPED, FAILED, OK, conform, mark, mark_each
 from yume_core.storage import file_sha256
 
@@ -33,7 +39,7 @@ CSV_COLUMNS = {
 }
 
 
-class SekaiFormatError(ValueError):
+class SekaiFormatError(InputError, ValueError):
     """The file as a whole is not a Sekai annotation CSV (not a per-row problem)."""
 
 
@@ -50,37 +56,108 @@ def read_sekai_csv(
     videos_dir: str | Path,
     cameras_dir: str | Path,
     source: str | None = None,
+    allow_outside_root: bool = False,
 ) -> pa.Table:
-    """One manifest row per CSV data row, in file order; malformed and duplicate rows are kept with a status."""
+    """One manifest row per CSV data row, in file order; malformed and duplicate rows are kept with a status.
+
+    SekaiFormatError (an InputError) when the file as a whole cannot be used: missing, not UTF-8, no header."""
     csv_path = Path(csv_path)
     videos_dir, cameras_dir = Path(videos_dir), Path(cameras_dir)
     source = source or csv_path.stem
     try:
-        fh = open(csv_path, newline="", encoding="utf-8")
+        fh = open(csv_path, newline="", encoding="utf-8-sig")
     except OSError as exc:
-        raise SekaiFormatError(f"cannot open annotation CSV {csv_path}: {exc.strerror}") from exc
-    with fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if not header or "videoFile" not in header:
-            raise SekaiFormatError(
-                f"{csv_path} has no 'videoFile' column (header: {header}); "
-                f"expected Sekai's columns {', '.join(CSV_COLUMNS)}"
-            )
-        index = {name: header.index(name) for name in CSV_COLUMNS if name in header}
-        cols: dict[str, list] = {c: [] for c in CSV_COLUMNS.values()}
-        line_nos, bad = [], []
-        for fields in reader:
-            line_nos.append(reader.line_num)
-            if len(fields) != len(header):
-                bad.append(len(line_nos) - 1)
-                fields = fields + [""] * (len(header) - len(fields))
-            for name, col in CSV_COLUMNS.items():
-                value = fields[index[name]].strip() if name in index else ""
-                cols[col].append(value or None)
+        raise SekaiFormatError(csv_path, f"cannot open the annotation CSV ({exc.strerror})",
+                               "check the path and that the file is readable") from exc
+    reader = csv.reader(fh)
+    try:
+        with fh:
+            header = _header(reader, csv_path)
+            index, cols, line_nos, bad = _read_rows(reader, header)
+    except UnicodeDecodeError as exc:
+        raise SekaiFormatError(csv_path, f"is not UTF-8 text (near line {reader.line_num + 1})",
+                               'save it as UTF-8 (Excel: "CSV UTF-8")') from exc
+    except csv.Error as exc:
+        raise SekaiFormatError(csv_path, f"line {reader.line_num} cannot be parsed as CSV ({exc})",
+                               "save it as plain comma-separated text") from exc
     n = len(line_nos)
     table = pa.table({col: pa.array(values, pa.string()) for col, values in cols.items()})
-    return _derive_columns(table, n, bad, line_nos, header, source, csv_path, videos_dir, cameras_dir)
+    table = _derive_columns(table, n, bad, line_nos, header, source, csv_path, videos_dir, cameras_dir)
+    if not allow_outside_root:
+        table = _fail_outside_root(table, line_nos, csv_path, videos_dir, cameras_dir)
+    return _drop_duplicates(table)
+
+
+def check_sekai_csv(csv_path: str | Path) -> list[str]:
+    """The CSV's header, or SekaiFormatError: what a flow checks before it starts, reading one line."""
+    csv_path = Path(csv_path)
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            return _header(csv.reader(fh), csv_path)
+    except OSError as exc:
+        raise SekaiFormatError(csv_path, f"cannot open the annotation CSV ({exc.strerror})",
+                               "check the path and that the file is readable") from exc
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise SekaiFormatError(csv_path, f"the header line cannot be read ({exc})",
+                               'save it as UTF-8 comma-separated text (Excel: "CSV UTF-8")') from exc
+
+
+def _header(reader, csv_path: Path) -> list[str]:
+    header = next(reader, None)
+    if not header or "videoFile" not in header:
+        raise SekaiFormatError(
+            csv_path, f"has no 'videoFile' column (header: {header})",
+            f"export it with Sekai's columns {', '.join(CSV_COLUMNS)} in the first line",
+        )
+    return header
+
+
+def _read_rows(reader, header: list[str]):
+    index = {name: header.index(name) for name in CSV_COLUMNS if name in header}
+    cols: dict[str, list] = {c: [] for c in CSV_COLUMNS.values()}
+    line_nos, bad = [], []
+    for fields in reader:
+        line_nos.append(reader.line_num)
+        if len(fields) != len(header):
+            bad.append(len(line_nos) - 1)
+            fields = fields + [""] * (len(header) - len(fields))
+        for name, col in CSV_COLUMNS.items():
+            value = fields[index[name]].strip() if name in index else ""
+            cols[col].append(value or None)
+    return index, cols, line_nos, bad
+
+
+def _fail_outside_root(table: pa.Table, line_nos, csv_path: Path, videos_dir: Path, cameras_dir: Path) -> pa.Table:
+    """Fail rows whose videoFile or cameraFile resolves (symlinks followed) outside its folder."""
+    status = table["status"].to_pylist()
+    reasons, msgs = [None] * table.num_rows, [None] * table.num_rows
+    dirs: dict[str, str] = {}
+    checks = (("videoFile", videos_dir, "video_path"), ("cameraFile", cameras_dir, "camera_path"))
+    for column, root, path_column in checks:
+        given = table[CSV_COLUMNS[column]].to_pylist()
+        inside = os.path.join(os.path.realpath(root), "")
+        for i, (name, path) in enumerate(zip(given, table[path_column].to_pylist())):
+            if reasons[i] or status[i] != OK or not name:
+                continue
+            real = _resolve(path, dirs)
+            if not real.startswith(inside):
+                reasons[i] = "path_outside_root"
+                msgs[i] = (f"{csv_path.name} line {line_nos[i]}: {column} {name!r} resolves to {real}, "
+                           f"outside {root}; give a path inside that folder, or pass --allow-outside-root "
+                           "if the CSV is trusted")
+    return mark_each(table, reasons, msgs)
+
+
+def _resolve(path: str, dirs: dict[str, str]) -> str:
+    """os.path.realpath(path), with each folder resolved once: one lstat per file instead of one per component
+    (rows share a handful of folders, so this is what keeps the check cheap on a million-row CSV)."""
+    folder, name = os.path.split(path)
+    if name in ("", ".", ".."):
+        return os.path.realpath(path)
+    if folder not in dirs:
+        dirs[folder] = os.path.realpath(folder)
+    full = os.path.join(dirs[folder], name)
+    return os.path.realpath(full) if os.path.islink(full) else full
 
 
 def _derive_columns(table, n, bad, line_nos, header, source, csv_path, videos_dir, cameras_dir) -> pa.Table:
@@ -115,10 +192,9 @@ def _derive_columns(table, n, bad, line_nos, header, source, csv_path, videos_di
         ]
         table = mark(table, pa.array(is_bad), FAILED, "csv_malformed", pa.array(msgs, pa.string()))
     no_video = pc.is_null(table["video_file"])
-    table = mark(
+    return mark(
         table, no_video, FAILED, "csv_missing_video_file", f"{csv_path.name}: the row has an empty videoFile"
     )
-    return _drop_duplicates(table)
 
 
 def _drop_duplicates(table: pa.Table) -> pa.Table:

@@ -1,13 +1,17 @@
 """Atomic writes: a file appears under its final name complete or not at all.
 
 A killed run therefore leaves only finished outputs (plus stray temp files, which are ignored and overwritten),
-which is what lets a rerun skip whatever already exists.
+which is what lets a rerun skip whatever already exists. A folder that cannot take writes at all (read-only,
+full) is caught before a command starts (`check_writable`) and named when a write fails later (`disk_problem`).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,8 +63,6 @@ def file_sha256(path: str | Path, chunk: int = 8 << 20) -> str:
 def cache_root() -> Path:
     """Where built-once artefacts (tiny random checkpoints) live: `$YUME_DATA_CACHE`, else `~/.cache/yume-data`;
     a per-user temp dir when that is not writable (read-only homes on batch nodes)."""
-    import tempfile
-
     root = Path(os.environ.get("YUME_DATA_CACHE") or Path.home() / ".cache" / "yume-data")
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -75,9 +77,6 @@ def build_once(final: Path, marker: str, write: Callable[[Path], None]) -> Path:
     """`final`, written by `write(folder)` into a temp folder beside it and renamed into place, unless `final/marker`
     already exists. Concurrent builders (workers starting together) are safe: the first rename wins and the others'
     copies are thrown away."""
-    import shutil
-    import tempfile
-
     if (final / marker).is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -93,3 +92,55 @@ def build_once(final: Path, marker: str, write: Callable[[Path], None]) -> Path:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
     return final
+
+
+# errno -> what a person is told about the folder a failed write was in
+_DISK_PROBLEMS = {
+    errno.ENOSPC: ("disk full", "free space there or write to another disk"),
+    errno.EDQUOT: ("disk quota exceeded", "free space there or write to another disk"),
+    errno.EROFS: ("not writable (read-only file system)", "write to a writable disk"),
+    errno.EACCES: ("not writable (permission denied)", "fix its permissions or write elsewhere"),
+    errno.EPERM: ("not writable (operation not permitted)", "fix its permissions or write elsewhere"),
+}
+
+
+def disk_problem(exc: OSError) -> tuple[str, str, str] | None:
+    """(folder, problem, fix) when `exc` says the disk is full or the folder not writable, else None.
+
+    The folder is the one the failed write was in, since that is what a person frees or fixes."""
+    if exc.errno not in _DISK_PROBLEMS:
+        return None
+    name = Path(exc.filename) if exc.filename else Path.cwd()
+    folder = name if name.is_dir() else name.parent
+    return (str(folder), *_DISK_PROBLEMS[exc.errno])
+
+
+def check_writable(folder: str | Path, min_free_bytes: int = 1 << 20, what: str = "output folder") -> Path:
+    """Create `folder` if needed and write a probe file there; InputError naming the folder when that fails or the
+    disk has less than `min_free_bytes` free.
+
+    Commands call it before their first unit of work, so that a read-only mount, a path under a regular file or a
+    full disk stops them at once with the folder's name, not hours later at the first output (or inside Prefect).
+    """
+    from yume_core.errors import InputError
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f"{TMP_MARK}probe-")
+        try:
+            os.write(fd, b"\0" * 4096)  # creating an empty file can succeed on a full disk; a block cannot
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+        free = shutil.disk_usage(folder).free
+    except OSError as exc:
+        found = disk_problem(exc)
+        if found is None:
+            problem = f"cannot be used as the {what} ({exc.strerror or exc})"
+            raise InputError(folder, problem, "choose a folder that can be created and written") from exc
+        raise InputError(folder, f"{what} {found[1]}", found[2]) from exc
+    if free < min_free_bytes:
+        raise InputError(folder, f"{what} disk full ({free} bytes free, {min_free_bytes} needed to start)",
+                         "free space there or write to another disk")
+    return folder

@@ -1,0 +1,125 @@
+"""`yume-data build --preset demo`: the three sets, the mixture, the card; reruns skip; screening pauses."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipelines.build import EXIT_WAITING
+from pipelines.cli import main
+from yume_core.mixture import read_mixture
+from yume_core.samples import SETS, check_sample
+
+pytestmark = pytest.mark.slow
+
+SMALL = {"inputs": {"clips": 4, "openvid_captions": 16}}
+
+
+def _build(out: Path, tmp: Path, extra: dict | None = None, args: tuple = ()) -> object:
+    import yaml
+
+    cfg = tmp / f"cfg-{len(list(tmp.glob('cfg-*')))}.yaml"
+    settings = json.loads(json.dumps(SMALL))
+    for k, v in (extra or {}).items():
+        settings.setdefault(k, {}).update(v)
+    cfg.write_text(yaml.safe_dump(settings))
+    return CliRunner().invoke(main, ["build", "--preset", "demo", "-o", str(out), "--config", str(cfg), *args])
+
+
+def _digests(out: Path) -> dict[str, str]:
+    """Bytes of what must reproduce: shards, indexes, manifests, the mixture."""
+    files = [p for p in out.rglob("*") if p.is_file() and (p.suffix in (".tar", ".parquet") or p.name == "mixture.yaml")
+             and "_work" not in p.parts and "_steps" not in p.parts]
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(files)}
+
+
+def _samples(set_dir: Path) -> list[dict]:
+    out = []
+    for tar in sorted(set_dir.glob("*.tar")):
+        with tarfile.open(tar) as tf:
+            for m in tf.getmembers():
+                if m.name.endswith(".json"):
+                    out.append(json.load(io.BytesIO(tf.extractfile(m).read())))
+    return out
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("build")
+    out = tmp / "out"
+    result = _build(out, tmp)
+    assert result.exit_code == 0, result.output
+    return out, tmp
+
+
+def test_build_writes_the_sets_the_mixture_and_the_card(built):
+    out, _ = built
+    for name in ("mixture.yaml", "README.md", "card.html", "card.json", "build.json"):
+        assert (out / name).is_file(), name
+    sources = {s.name: s for s in read_mixture(out / "mixture.yaml")}
+    assert set(sources) == set(SETS)
+    assert sources["synthetic"].tasks == ("t2v",) and sources["event"].tasks == ("t2v", "i2v")
+    for name in SETS:
+        samples = _samples(out / name)
+        assert samples, name
+        assert (out / name / ".nv-meta" / "dataset.yaml").is_file()
+        for meta in samples:
+            assert check_sample(meta) == [], (name, meta["key"])
+            assert meta["set"] == name
+    assert {t for m in _samples(out / "synthetic") for t in m["tasks"]} == {"t2v"}
+
+
+def test_every_manifest_row_ends_with_a_status_and_counts_add_up(built):
+    out, _ = built
+    record = json.loads((out / "build.json").read_text())
+    names = [s["name"] for s in record["steps"]]
+    assert names[:1] == ["real_world"] and names[-1] == "mixture"
+    assert all(s["status"] == "done" for s in record["steps"])
+    for step in record["steps"]:
+        if "summary" in step:
+            summary = json.loads((out / step["summary"]).read_text())
+            assert summary["in"] == summary["ok"] + summary["dropped"] + summary["failed"], step["name"]
+
+
+def test_a_rerun_skips_every_step_and_rewrites_the_same_bytes(built):
+    out, tmp = built
+    before = _digests(out)
+    result = _build(out, tmp)
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "build.json").read_text())
+    assert {s["status"] for s in record["steps"]} == {"skipped"}
+    assert _digests(out) == before
+
+
+def test_a_changed_setting_redoes_only_what_it_touches(built):
+    out, tmp = built
+    result = _build(out, tmp, {"mixture": {"weights": {"real_world": 0.6, "synthetic": 0.2, "event": 0.2}}})
+    assert result.exit_code == 0, result.output
+    status = {s["name"]: s["status"] for s in json.loads((out / "build.json").read_text())["steps"]}
+    assert status.pop("mixture") == "done"
+    assert set(status.values()) == {"skipped"}
+    assert {s.name: s.weight for s in read_mixture(out / "mixture.yaml")}["real_world"] == 0.6
+
+
+def test_screening_by_decisions_pauses_then_resumes_with_the_decisions_file(built):
+    out, tmp = built
+    result = _build(out, tmp, {"screening": {"policy": "decisions"}})
+    assert result.exit_code == EXIT_WAITING, result.output
+    assert "--decisions" in result.output and "review" in result.output
+    record = json.loads((out / "build.json").read_text())
+    assert record["steps"][-1]["name"] == "screening" and record["steps"][-1]["status"] == "waiting"
+
+    keys = sorted(m["key"] for m in _samples(out / "event"))
+    decisions = tmp / "decisions.csv"
+    decisions.write_text("key,decision,note\n" + "".join(f"{k},keep,\n" for k in keys[1:]) + f"{keys[0]},reject,blurry\n")
+    result = _build(out, tmp, args=("--decisions", str(decisions)))
+    assert result.exit_code == 0, result.output
+    assert sorted(m["key"] for m in _samples(out / "event")) == keys[1:]
+    screened = [m["event"]["screening"] for m in _samples(out / "event")]
+    assert all(s["decision"] == "keep" for s in screened)
