@@ -1,12 +1,15 @@
 """Near-duplicate removal for prompt selection: recall, precision and speed, against baselines timed in the same run.
 
 Data: `synthesis.select_sample.make_captions` (OpenVid-style captions from large word pools) with a share of planted
-variants of earlier captions: upper-cased, lower-cased, punctuation changed, one word changed. Truth is the family.
+variants of earlier captions: upper-cased, lower-cased, punctuation changed, one word changed, inserted or deleted.
+Two sets per size: long captions (OpenVid's style, ~35-70 words) and short ones (8-20 words). Truth is the family.
 
-Reported per size:
+Reported per size and set, for the default selection and for word 3-grams alone (`short_words=0`, the method before
+short captions were also compared as word sets), timed in the same run:
 - recall: planted variants that end up in their base caption's cluster, overall and per kind of change;
 - precision: removed rows whose kept representative is from their own family;
-- time of reading the CSV and of selection (normalise + exact + MinHash LSH + verification + clusters + sample).
+- time of reading the CSV and of selection (normalise + exact + MinHash LSH + verification + clusters + sample),
+  and the time ratio default / 3-grams alone.
 
 Baselines, on a subset:
 - `datasketch.MinHashLSH` (the usual Python library: one MinHash object per caption, 128 permutations, same word
@@ -16,7 +19,7 @@ Baselines, on a subset:
 - `--ivf N`: the embedding index (`dedup_embed.ivf_pairs`) against brute-force all-pairs cosine on N random
   384-d unit vectors with planted neighbours at cosine 0.95: time ratio and recall.
 
-    python benchmarks/bench_dedup.py --sizes 100000 1000000 --ivf 30000
+    python benchmarks/bench_dedup.py --sizes 200000 1000000 --ivf 30000
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from synthesis.dedup_minhash import (
 )
 from synthesis.select import SelectConfig, select_prompts
 from synthesis.select_csv import read_openvid_csv
-from synthesis.select_sample import make_captions, write_openvid_csv
+from synthesis.select_sample import EDIT_VARIANTS, VARIANTS, make_captions, write_openvid_csv
 
 
 def quality(table: pa.Table, sample) -> dict:
@@ -64,19 +67,29 @@ def quality(table: pa.Table, sample) -> dict:
     }
 
 
-def run_size(n: int, dup_fraction: float, seed: int) -> tuple[dict, object]:
-    sample = make_captions(n, dup_fraction, seed)
+METHODS = {"default": MinHashConfig(), "3-grams alone": MinHashConfig(short_words=0)}
+
+
+def run_size(n: int, dup_fraction: float, seed: int, short: bool) -> tuple[dict, object]:
+    """One generated set, read once, selected with each of METHODS (alternating order over two rounds, so neither
+    always runs on a warmer cache); times are the faster round's."""
+    sample = make_captions(n, dup_fraction, seed, short=short, variants=VARIANTS + EDIT_VARIANTS[1:])
     with tempfile.TemporaryDirectory() as tmp:
         path = write_openvid_csv(Path(tmp) / "openvid.csv", sample.captions, seed=seed)
         t0 = time.perf_counter()
         rows = read_openvid_csv(path)
         t_read = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    table, report = select_prompts(rows, SelectConfig(count=int(n * 0.8), seed=seed))
-    t_select = time.perf_counter() - t0
-    out = {"n": n, "read_s": round(t_read, 2), "select_s": round(t_select, 2),
-           "captions_per_s": round(n / t_select), **quality(table, sample), "index": report["index"],
-           "phases_s": report["seconds"]}
+    out = {"n": n, "set": "short" if short else "long", "read_s": round(t_read, 2)}
+    times: dict[str, list[float]] = {name: [] for name in METHODS}
+    for names in (list(METHODS), list(METHODS)[::-1]):
+        for name in names:
+            t0 = time.perf_counter()
+            table, report = select_prompts(rows, SelectConfig(count=int(n * 0.8), seed=seed, minhash=METHODS[name]))
+            times[name].append(time.perf_counter() - t0)
+            out[name] = {**quality(table, sample), "index": report["index"]}
+    for name in METHODS:
+        out[name]["select_s"] = round(min(times[name]), 2)
+    out["time_ratio"] = round(min(times["default"]) / min(times["3-grams alone"]), 3)
     return out, sample
 
 
@@ -207,23 +220,26 @@ def main() -> None:
     args = ap.parse_args()
 
     for n in args.sizes:
-        t0 = time.perf_counter()
-        res, sample = run_size(n, args.dup_fraction, args.seed)
-        print(f"\n== {n:,} captions ({args.dup_fraction:.0%} planted variants; generated in "
-              f"{time.perf_counter() - t0 - res['select_s'] - res['read_s']:.0f} s, not counted)")
-        print(f"read CSV {res['read_s']} s | select {res['select_s']} s ({res['captions_per_s']:,} captions/s) "
-              f"| phases {res['phases_s']}")
-        print(f"recall {res['recall']:.4f} {res['recall_by_kind']} | precision {res['precision']:.4f} "
-              f"| removed {res['removed']:,} | index {res['index']}")
-        if n == args.sizes[0]:
-            b = baselines(sample, min(args.subset, n), min(args.exact_subset, n))
-            print(f"-- baselines on the first {b['subset']:,} captions --")
-            print(f"datasketch MinHashLSH {b['datasketch_s']} s vs ours {b['ours_s']} s: "
-                  f"ours {b['speedup_vs_datasketch']}x faster; recall of {b['planted_near_pairs']} planted near "
-                  f"pairs: ours {b['ours_recall_planted']}, datasketch {b['datasketch_recall_planted']}")
-            print(f"exact all-pairs Jaccard on {b['exact_subset']:,}: {b['exact_pairs']} pairs >= threshold "
-                  f"({b['exact_all_pairs_s']} s); LSH finds {b['lsh_recall_vs_exact']:.4f} of them "
-                  f"({b['lsh_s']} s), {b['lsh_false_pairs']} pairs below threshold reported")
+        for short in (False, True):
+            t0 = time.perf_counter()
+            res, sample = run_size(n, args.dup_fraction, args.seed, short)
+            print(f"\n== {n:,} {res['set']} captions ({args.dup_fraction:.0%} planted variants; "
+                  f"{time.perf_counter() - t0:.0f} s in all, generation included) | read CSV {res['read_s']} s")
+            for name in METHODS:
+                r = res[name]
+                print(f"{name:>14}: select {r['select_s']} s ({n / r['select_s']:,.0f} captions/s) | recall "
+                      f"{r['recall']:.4f} {r['recall_by_kind']} | precision {r['precision']:.4f} | removed "
+                      f"{r['removed']:,} | index {r['index']}")
+            print(f"time default / 3-grams alone: {res['time_ratio']}")
+            if n == args.sizes[0] and not short:
+                b = baselines(sample, min(args.subset, n), min(args.exact_subset, n))
+                print(f"-- baselines on the first {b['subset']:,} captions --")
+                print(f"datasketch MinHashLSH {b['datasketch_s']} s vs ours {b['ours_s']} s: "
+                      f"ours {b['speedup_vs_datasketch']}x faster; recall of {b['planted_near_pairs']} planted near "
+                      f"pairs: ours {b['ours_recall_planted']}, datasketch {b['datasketch_recall_planted']}")
+                print(f"exact all-pairs Jaccard on {b['exact_subset']:,}: {b['exact_pairs']} pairs >= threshold "
+                      f"({b['exact_all_pairs_s']} s); LSH finds {b['lsh_recall_vs_exact']:.4f} of them "
+                      f"({b['lsh_s']} s), {b['lsh_false_pairs']} pairs below threshold reported")
     if args.ivf:
         r = ivf_bench(args.ivf)
         print(f"\n== embedding index: {r['n']:,} x {r['dim']} unit vectors, {r['pairs']} pairs >= 0.9 ==")

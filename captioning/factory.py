@@ -2,20 +2,29 @@
 
 A flow runs one task per batch. Loading a model per task would cost more than captioning the batch, and an HTTP
 client per task would multiply the requests in flight by the number of parallel tasks; so every backend is cached
-per process: `concurrency` bounds the whole process, and connections stay warm from batch to batch.
+per process: `concurrency` bounds the whole process, and connections stay warm from batch to batch. Building holds
+a lock: the first batch tasks of a thread runner start together, and `lru_cache` alone would let each build (and
+load) its own copy.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 
 from captioning.backends.base import CaptionBackend
 from captioning.stage import CaptionConfig
 
 BACKENDS = ("openai", "vllm", "transformers")
+_BUILDING = threading.Lock()
 
 
 def make_backend(config: CaptionConfig) -> CaptionBackend:
+    with _BUILDING:
+        return _make(config)
+
+
+def _make(config: CaptionConfig) -> CaptionBackend:
     if config.backend == "openai":
         if not config.endpoints:
             raise ValueError("the openai backend needs at least one endpoint (--endpoint http://host:8000/v1)")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from yume_core.config import load_named_yaml
+from yume_core.config import ConfigError, load_named_yaml
 
 __all__ = ["PROMPT_DIR", "Prompt", "PromptError", "available_prompts", "load_prompt"]
 
@@ -37,8 +37,9 @@ _FIELDS = {  # placeholders each template must / may contain
 }
 
 
-class PromptError(ValueError):
-    pass
+class PromptError(ConfigError):
+    """A prompt file that is not a valid prompt; the message names the file and the problem (a ConfigError: the
+    command ends with that one line)."""
 
 
 @dataclass(frozen=True)

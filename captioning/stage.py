@@ -21,7 +21,9 @@ from captioning.frames import FrameConfig, iter_prepared
 from captioning.prompts import load_prompt
 from captioning.validate import ValidationConfig, check_caption
 from yume_core.errors import RowError
+from yume_core.failfast import FailFast
 from yume_core.manifest import OK, mark_each
+from yume_core.seeds import stable_seed
 
 CAPTION_FIELDS = [
     ("caption_event", pa.string()),
@@ -46,8 +48,9 @@ class CaptionConfig:
     tensor_parallel_size: int = 1  # vllm offline engine
     max_tokens: int = 160
     temperature: float = 0.0
-    seed: int = 0
+    seed: int = 0  # base seed; each clip samples with a seed derived from it, the clip and the prompt version
     max_answer_retries: int = 2  # answers that fail validation are asked again this many times
+    fail_fast: int = 8  # stop the run when its first N clips all fail with the same reason (0: never)
     prompt: str = "event-v1"
     frames: FrameConfig = field(default_factory=FrameConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
@@ -58,6 +61,13 @@ def with_caption_columns(table: pa.Table) -> pa.Table:
         if name not in table.column_names:
             table = table.append_column(pa.field(name, kind), pa.nulls(table.num_rows, kind))
     return table
+
+
+def caption_seed(base_seed: int, clip_id: str, prompt_version: str) -> int:
+    """A clip's sampling seed: its own, so its caption does not depend on what else was in its batch or which
+    worker ran it, and a rerun of a killed batch gives the captions a clean run gives. Re-asks of a rejected answer
+    derive theirs from it (`backends.base.answer_sampling`); a new prompt version draws afresh."""
+    return stable_seed(base_seed, clip_id, prompt_version)
 
 
 def _requests(table: pa.Table, todo: np.ndarray, config: CaptionConfig, prompt, failures: dict,
@@ -77,12 +87,27 @@ def _requests(table: pa.Table, todo: np.ndarray, config: CaptionConfig, prompt, 
             messages=prompt.messages_with_images(prepared.jpegs, scene_caption=scene[i]),
             max_tokens=config.max_tokens,
             temperature=config.temperature,
-            seed=config.seed,
+            seed=caption_seed(config.seed, clip_ids[i], prompt.version),
         )
 
 
-def caption_table(table: pa.Table, backend: CaptionBackend, config: CaptionConfig) -> pa.Table:
-    """Caption the ok rows of `table` that have no accepted caption yet; assemble prompts for every ok row."""
+FAIL_FAST_HINT = ("the endpoint, the model name, the prompt or the validation settings are at fault, not the clips: "
+                  "check them and rerun; caption.fail_fast: 0 goes on anyway")
+
+
+def captioning_watch(config: CaptionConfig) -> FailFast:
+    """The `FailFast` a run shares over its batches (`yume_core.failfast`)."""
+    return FailFast(config.fail_fast, "clips sent to the captioner", FAIL_FAST_HINT)
+
+
+def caption_table(table: pa.Table, backend: CaptionBackend, config: CaptionConfig,
+                  fail_fast: FailFast | None = None) -> pa.Table:
+    """Caption the ok rows of `table` that have no accepted caption yet; assemble prompts for every ok row.
+
+    `fail_fast`: the run's watch over its first clips' results (default: this call's own); clips whose video
+    fails before any request do not count, they are the data's fault."""
+    watch = fail_fast or captioning_watch(config)
+    watch.check()
     table = with_caption_columns(table)
     prompt = load_prompt(config.prompt)
     ok = pc.equal(table["status"], OK)
@@ -99,7 +124,11 @@ def caption_table(table: pa.Table, backend: CaptionBackend, config: CaptionConfi
         cleaned[result.key] = verdict.cleaned
         return None
 
-    results = backend.caption(_requests(table, todo, config, prompt, failures, frames_used), validate=validate)
+    def watched(result: CaptionResult) -> None:
+        watch.record(result.error and result.error.reason, result.error.message if result.error else "")
+
+    results = backend.caption(_requests(table, todo, config, prompt, failures, frames_used), watched,
+                              validate=validate)
     cols = {name: table[name].to_pylist() for name, _ in CAPTION_FIELDS}
     clip_ids = table["clip_id"].to_pylist()
     row_of = {clip_ids[i]: int(i) for i in todo}

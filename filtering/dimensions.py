@@ -11,6 +11,8 @@ from typing import Mapping
 
 import numpy as np
 
+from yume_core.config import ConfigError
+
 # The seven quality dimensions that work on custom videos (no VBench prompt suite needed).
 QUALITY_DIMENSIONS = (
     "subject_consistency",
@@ -47,10 +49,10 @@ def check_dimensions(dimensions) -> tuple[str, ...]:
     dims = tuple(dimensions)
     unknown = [d for d in dims if d not in QUALITY_DIMENSIONS]
     if unknown or not dims:
-        raise ValueError(f"unknown VBench quality dimension(s) {unknown or '(none given)'}; "
+        raise ConfigError(f"unknown VBench quality dimension(s) {unknown or '(none given)'}; "
                          f"known: {', '.join(QUALITY_DIMENSIONS)}")
     if len(set(dims)) != len(dims):
-        raise ValueError(f"a dimension is listed twice in {list(dims)}")
+        raise ConfigError(f"a dimension is listed twice in {list(dims)}")
     return dims
 
 

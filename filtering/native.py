@@ -55,7 +55,7 @@ from filtering.scorer import VideoScores
 from filtering.tiny_scorers import tiny_aesthetic_head, tiny_clip_vision, tiny_dino
 from yume_core.errors import RowError
 from yume_core.media import iter_frames, probe_video
-from yume_core.model_spec import ModelSpec, parse_model_spec
+from yume_core.model_spec import MODEL_LOAD_LOCK, ModelSpec, parse_model_spec
 
 __all__ = ["NATIVE_DIMENSIONS", "NativeScorer"]
 
@@ -247,7 +247,8 @@ def _load_dino(spec: ModelSpec, device: torch.device) -> _Encoder:
     if spec.is_tiny:
         model = tiny_dino(spec.seed)
     else:
-        model = ViTModel.from_pretrained(_source(spec), add_pooling_layer=False, dtype=torch.float32)
+        with MODEL_LOAD_LOCK:
+            model = ViTModel.from_pretrained(_source(spec), add_pooling_layer=False, dtype=torch.float32)
     model.embeddings.interpolate_pos_encoding = types.MethodType(_dino_pos_encoding, model.embeddings)
     size = model.config.image_size
     transform = partial(_transform, size=size, mode="bilinear", crop=False, mean=IMAGENET_MEAN, std=IMAGENET_STD)
@@ -258,7 +259,8 @@ def _load_clip(spec: ModelSpec, device: torch.device) -> _Encoder:
     if spec.is_tiny:
         model = tiny_clip_vision(spec.seed)
     else:
-        model = CLIPVisionModelWithProjection.from_pretrained(_source(spec), dtype=torch.float32)
+        with MODEL_LOAD_LOCK:
+            model = CLIPVisionModelWithProjection.from_pretrained(_source(spec), dtype=torch.float32)
     size = model.config.image_size
     transform = partial(_transform, size=size, mode="bicubic", crop=True, mean=CLIP_MEAN, std=CLIP_STD)
     return _Encoder(model.to(device).eval(), transform, _clip_forward)

@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from yume_core.errors import InputError
 from yume_core.manifest import DROPPED, OK, mark, put_column
 from yume_core.storage import atomic_write_text
 
@@ -45,7 +46,7 @@ _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 _SHOW = 10  # keys listed in an error message
 
 
-class ReviewFormatError(ValueError):
+class ReviewFormatError(InputError, ValueError):
     """A decisions file (or its pairing with a table) that cannot be trusted as it is; the message says where."""
 
 
@@ -187,25 +188,25 @@ def read_decisions(path: str | Path) -> dict[str, tuple[str, str | None]]:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".jsonl"):
-        raise ReviewFormatError(f"{path}: unknown decisions file type {path.suffix!r}; use .csv (key,decision,note, "
-                                "as downloaded from the review pages) or .jsonl")
+        raise ReviewFormatError(path, f"unknown decisions file type {path.suffix!r}",
+                                "use .csv (key,decision,note, as downloaded from the review pages) or .jsonl")
     text = path.read_text(encoding="utf-8-sig")
     records = _csv_records(path, text) if suffix == ".csv" else _jsonl_records(path, text)
     out: dict[str, tuple[str, str | None]] = {}
     first_line: dict[str, int] = {}
     for line, key, decision, note in records:
-        where = f"{path}: line {line}"
+        where = f"line {line}"
         key = (key or "").strip()
         if not key:
-            raise ReviewFormatError(f"{where}: empty key; every decision needs the video's key (prompt_id)")
+            raise ReviewFormatError(path, f"{where}: empty key", "every decision needs the video's key (prompt_id)")
         word = (decision or "").strip().lower()
         if word not in DECISIONS:
-            raise ReviewFormatError(f"{where}: decision {decision!r} for {key!r} is not one of "
-                                    f"{', '.join(DECISIONS)} (case does not matter)")
+            raise ReviewFormatError(path, f"{where}: decision {decision!r} for {key!r} is not one of "
+                                    f"{', '.join(DECISIONS)}", "write keep or reject (case does not matter)")
         note = (note or "").strip() or None
         if key in out and out[key][0] != word:
-            raise ReviewFormatError(f"{where}: {key!r} is decided {word!r} here but {out[key][0]!r} on line "
-                                    f"{first_line[key]}; keep one of them")
+            raise ReviewFormatError(path, f"{where}: {key!r} is decided {word!r} here but {out[key][0]!r} on line "
+                                    f"{first_line[key]}", "keep one of them")
         first_line.setdefault(key, line)
         out[key] = (word, note or (out[key][1] if key in out else None))
     return out
@@ -218,8 +219,8 @@ def _csv_records(path: Path, text: str) -> Iterator[tuple[int, str, str, str | N
     names = [h.strip().lower() for h in header or []]
     if "key" not in names or "decision" not in names:
         found = ", ".join(repr(h) for h in header) if header else "an empty file"
-        raise ReviewFormatError(f"{path}: line 1: the header must name the columns key,decision (and optionally "
-                                f"note); found {found}")
+        raise ReviewFormatError(path, f"line 1: the header has no key and decision columns; found {found}",
+                                "name the columns key,decision (and optionally note) in the first line")
     at = {name: names.index(name) for name in ("key", "decision", "note") if name in names}
     start = reader.line_num + 1
     for row in reader:
@@ -237,13 +238,14 @@ def _jsonl_records(path: Path, text: str) -> Iterator[tuple[int, str, str, str |
         try:
             rec = json.loads(raw)
         except ValueError as err:
-            raise ReviewFormatError(f"{path}: line {line}: not JSON ({err})") from None
+            raise ReviewFormatError(path, f"line {line}: not JSON ({err})", "write one JSON object per line") from None
         if not isinstance(rec, dict) or "key" not in rec or "decision" not in rec:
-            raise ReviewFormatError(f'{path}: line {line}: expected an object with "key" and "decision" (and '
-                                    f'optionally "note"), got {raw.strip()[:80]}')
+            raise ReviewFormatError(path, f"line {line}: not an object with key and decision: {raw.strip()[:80]}",
+                                    'write {"key": ..., "decision": ..., "note": ...} (note optional)')
         fields = [rec["key"], rec["decision"], rec.get("note")]
         if not all(v is None or isinstance(v, str) for v in fields):
-            raise ReviewFormatError(f"{path}: line {line}: key, decision and note must be strings")
+            raise ReviewFormatError(path, f"line {line}: key, decision and note are not all strings",
+                                    "quote them as JSON strings")
         yield line, *fields
 
 
@@ -268,8 +270,8 @@ def apply_review(table: pa.Table, decisions: Mapping[str, tuple[str, str | None]
     ids = table[KEY].cast(pa.string()).combine_chunks()
     unknown = pc.filter(keys, pc.invert(pc.is_in(keys, value_set=ids))).to_pylist()
     if unknown:
-        raise ReviewFormatError(f"{source}: {len(unknown)} key(s) are not in this table: {_listing(unknown)}; are "
-                                "these the decisions for another set?")
+        raise ReviewFormatError(source, f"{len(unknown)} key(s) are not in this table: {_listing(unknown)}",
+                                "are these the decisions for another set? pass the manifest the pages were made from")
     at = pc.index_in(ids, value_set=keys)
     review, note = pc.take(words, at), pc.take(notes, at)
     table = put_column(put_column(table, pa.field("review", pa.string()), review), pa.field("review_note", pa.string()),
@@ -277,8 +279,8 @@ def apply_review(table: pa.Table, decisions: Mapping[str, tuple[str, str | None]
     undecided = pc.and_(pc.is_null(review), pc.fill_null(pc.equal(table["status"], OK), False))
     if unreviewed == "error" and pc.any(undecided).as_py():
         left = pc.filter(ids, undecided).to_pylist()
-        raise ReviewFormatError(f"{source}: {len(left)} ok row(s) have no decision: {_listing(left)}; screen them "
-                                "in the review pages, or pass unreviewed='keep' or 'drop'")
+        raise ReviewFormatError(source, f"{len(left)} ok row(s) have no decision: {_listing(left)}",
+                                "screen them in the review pages, or pass unreviewed='keep' or 'drop'")
     base = "rejected in manual screening"
     error = pc.if_else(pc.is_null(note), base, pc.binary_join_element_wise(base, note, ": "))
     table = mark(table, pc.equal(review, REJECT), DROPPED, "rejected_in_review", error)
@@ -293,7 +295,8 @@ def _decision_word(decision: str, key: str, source: str) -> str:
     """Decisions built in code (not read from a file) get the same check as a file's."""
     word = str(decision).strip().lower()
     if word not in DECISIONS:
-        raise ReviewFormatError(f"{source}: decision {decision!r} for {key!r} is not one of {', '.join(DECISIONS)}")
+        raise ReviewFormatError(source, f"decision {decision!r} for {key!r} is not one of {', '.join(DECISIONS)}",
+                                "write keep or reject")
     return word
 
 

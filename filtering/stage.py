@@ -18,6 +18,8 @@ import pyarrow.compute as pc
 
 from filtering.dimensions import check_dimensions, quality_score, score_column
 from filtering.topk import QUALITY
+from yume_core.config import ConfigError
+from yume_core.failfast import FailFast
 from yume_core.manifest import FAILED, OK, mark, mark_each, put_column
 from yume_core.model_spec import parse_model_spec
 
@@ -44,14 +46,15 @@ class ScoreConfig:
     vbench_cache: str | None = None  # VBENCH_CACHE_DIR; pre-fill it on air-gapped nodes
     vbench_local: bool = False
     vbench_timeout: float | None = None  # seconds per batch
+    fail_fast: int = 8  # stop the run when its first N videos all fail with the same reason (0: never)
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
-            raise ValueError(f"unknown scoring backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+            raise ConfigError(f"unknown scoring backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
         check_dimensions(self.dimensions)
         if (self.backend == "native" and "aesthetic_quality" in self.dimensions and self.aesthetic_head is None
                 and not parse_model_spec(self.aesthetic_model).is_tiny):
-            raise ValueError(
+            raise ConfigError(
                 f"aesthetic_quality with {self.aesthetic_model} needs LAION's linear head on top: download "
                 "sa_0_4_vit_l_14_linear.pth (LAION-AI/aesthetic-predictor on GitHub) and pass its path as "
                 "aesthetic_head (--aesthetic-head), or leave aesthetic_quality out of the dimensions"
@@ -92,11 +95,27 @@ def score_columns(config: ScoreConfig) -> list[pa.Field]:
     return [pa.field(score_column(d), pa.float64()) for d in config.dimensions] + [pa.field(QUALITY, pa.float64())]
 
 
-def score_table(table: pa.Table, config: ScoreConfig, videos_root: str | Path, scorer=None) -> pa.Table:
+FAIL_FAST_HINT = ("the scoring backend, its models or environment, or the videos' folder is at fault, not the videos: "
+                  "check --vbench-python / the model settings and that video_path resolves next to the manifest; "
+                  "score.fail_fast: 0 goes on anyway")
+
+
+def scoring_watch(config: ScoreConfig) -> FailFast:
+    """The `FailFast` a run shares over its batches (`yume_core.failfast`)."""
+    return FailFast(config.fail_fast, "videos scored", FAIL_FAST_HINT)
+
+
+def score_table(table: pa.Table, config: ScoreConfig, videos_root: str | Path, scorer=None,
+                fail_fast: FailFast | None = None) -> pa.Table:
     """Score the ok rows' videos (`video_path`, relative to `videos_root`); rows that cannot be scored fail.
 
     `scorer`: a backend to use instead of the process's shared one (tests, notebooks holding their own).
+    `fail_fast`: the run's watch over its first videos (default: this call's own). A backend scores a batch at once,
+    so the watch judges the batch's results in row order: a VBench crash that fails a whole batch stops the run
+    there instead of crashing again on every batch.
     """
+    watch = fail_fast or scoring_watch(config)
+    watch.check()
     n = table.num_rows
     ok = np.asarray(pc.equal(table["status"], OK).to_numpy(zero_copy_only=False), bool)
     paths = table["video_path"].to_pylist() if "video_path" in table.column_names else [None] * n
@@ -108,6 +127,8 @@ def score_table(table: pa.Table, config: ScoreConfig, videos_root: str | Path, s
     root = Path(videos_root)
     items = [(keys[i], str(root / paths[i])) for i in todo]
     results = _score(items, config, scorer) if items else []
+    for res in results:
+        watch.record(res.reason, res.error or "")
 
     raw = {d: np.full(n, np.nan) for d in config.dimensions}
     reasons, messages = [None] * n, [None] * n

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from yume_core.config import ConfigError
 from yume_core.manifest import DROPPED, OK, mark, put_column
 
 QUALITY = "quality_score"
@@ -28,9 +29,9 @@ class TopK:
 
     def __post_init__(self):
         if self.keep is not None and self.keep < 0:
-            raise ValueError(f"keep must be >= 0, got {self.keep}")
+            raise ConfigError(f"keep must be >= 0, got {self.keep}")
         if self.keep_fraction is not None and not 0 <= self.keep_fraction <= 1:
-            raise ValueError(f"keep_fraction must be within [0, 1], got {self.keep_fraction}")
+            raise ConfigError(f"keep_fraction must be within [0, 1], got {self.keep_fraction}")
 
     def limit(self, scored: int) -> int:
         limit = scored

@@ -25,6 +25,7 @@ from typing import Iterable, Mapping
 
 from filtering.dimensions import check_dimensions
 from filtering.scorer import VideoScores
+from yume_core.config import ConfigError
 
 RUNNER = Path(__file__).with_name("vbench_runner.py")
 RESULTS_NAME = "batch"  # VBench writes {out}/{name}_eval_results.json
@@ -44,7 +45,7 @@ SETUP_HELP = (
 )
 
 
-class VBenchUnavailable(ValueError):
+class VBenchUnavailable(ConfigError):
     """The given python cannot run VBench; the message says how to set it up."""
 
 

@@ -18,11 +18,16 @@ import pyarrow.compute as pc
 from prefect import flow
 
 from captioning import CaptionConfig, caption_table, make_backend
+from captioning.prompts import load_prompt
+from captioning.stage import captioning_watch
 from pipelines.batching import fingerprint, map_batches
 from pipelines.reporting import report
 from pipelines.runners import RunnerConfig, make_task_runner
 from yume_core.config import from_dict, to_dict
+from yume_core.errors import InputError
+from yume_core.failfast import FailFast
 from yume_core.manifest import OK, read_manifest, write_manifest
+from yume_core.storage import check_writable
 
 SEKAI_REAL_HQ_CLIPS = 18_208
 
@@ -35,8 +40,8 @@ class CaptionFlowConfig:
     gpus_per_endpoint: int = 4  # for the GPU-hours projection of the openai backend: one replica's GPUs
 
 
-def caption_batch(batch: pa.Table, config: CaptionConfig) -> pa.Table:
-    return caption_table(batch, make_backend(config), config)
+def caption_batch(batch: pa.Table, config: CaptionConfig, fail_fast: FailFast | None = None) -> pa.Table:
+    return caption_table(batch, make_backend(config), config, fail_fast)
 
 
 def check_endpoints(config: CaptionConfig, timeout: float = 10.0) -> None:
@@ -59,9 +64,10 @@ def caption_step(table: pa.Table, out: Path, config: CaptionConfig, batch_size: 
     """Map the captioning stage over `table` in resumable batches (also used inside the real-world flow)."""
     if config.backend == "openai":
         check_endpoints(config)
-    settings = {k: v for k, v in to_dict(config).items() if k not in ("endpoints", "concurrency", "timeout")}
+    settings = {k: v for k, v in to_dict(config).items()
+                if k not in ("endpoints", "concurrency", "timeout", "fail_fast")}
     inputs = fingerprint(table, settings, columns=("clip_id", "status", "video_path", "caption"))
-    step = functools.partial(caption_batch, config=config)
+    step = functools.partial(caption_batch, config=config, fail_fast=captioning_watch(config))
     return map_batches(step, table, out / "_work" / f"captions-{inputs}", batch_size, "captions")
 
 
@@ -115,7 +121,23 @@ def caption_flow(manifest: str, output: str, config: dict | None = None) -> dict
     return run_caption(manifest, output, from_dict(CaptionFlowConfig, config))
 
 
+CLIP_COLUMNS = ("clip_id", "status", "video_path", "video_frames", "caption", "segments")  # what captioning reads
+
+
+def check_caption_inputs(manifest: str | None, output: str, config: CaptionConfig) -> None:
+    """Stop before Prefect starts on what would fail every batch: a manifest that is not a clip manifest, a prompt
+    file that is not a prompt, an output folder that cannot be written."""
+    load_prompt(config.prompt)
+    if manifest is not None:
+        missing = [c for c in CLIP_COLUMNS if c not in read_manifest(manifest).column_names]
+        if missing:
+            raise InputError(manifest, f"has no column(s) {', '.join(missing)}: it is not a clip manifest",
+                             "pass the manifest.parquet that yume-data real-world wrote")
+    check_writable(output)
+
+
 def run_caption_flow(manifest: str, output: str, config: CaptionFlowConfig) -> dict:
+    check_caption_inputs(manifest, output, config.caption)
     runner = make_task_runner(config.runner)
     return caption_flow.with_options(task_runner=runner)(manifest, output, to_dict(config))
 

@@ -51,13 +51,15 @@ _PREFECT_DB_FAILURES = ("disk I/O error", "database or disk is full", "readonly 
 
 
 def one_line_error(exc: BaseException) -> str | None:
-    """The line the CLI prints for a failure a person fixes outside the code (a bad input file or setting, a full or
-    read-only disk, Prefect's database on such a disk), or None for anything else: that is a bug, shown in full."""
+    """The line the CLI prints for a failure a person fixes outside the code (a bad input file or setting, a run
+    whose first items all failed alike, a full or read-only disk, Prefect's database on such a disk), or None for
+    anything else: that is a bug, shown in full."""
     from yume_core.config import ConfigError
     from yume_core.errors import InputError
+    from yume_core.failfast import SystematicFailure
     from yume_core.storage import disk_problem
 
-    if isinstance(exc, (InputError, ConfigError)):
+    if isinstance(exc, (InputError, ConfigError, SystematicFailure)):
         return " ".join(str(exc).split())  # a YAML parser's message spans lines
     if isinstance(exc, OSError) and (found := disk_problem(exc)):
         return "{}: {}; {}".format(*found)
@@ -84,6 +86,20 @@ class _ReportedInOneLine(logging.Filter):
         return one_line_error(record.exc_info[1]) is None
 
 
+CONFIG_FILE = "yume_data.config_file"  # click context meta: the --config file a command read
+
+
+def read_config(path: str | Path) -> dict:
+    """A --config YAML file. The command's context remembers it, so that a setting found wrong later (an unknown key,
+    a value out of range, once merged with the preset and the flags) is reported with the file it came from."""
+    from yume_core.config import load_yaml
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta[CONFIG_FILE] = str(path)
+    return load_yaml(path)
+
+
 def settings(preset: str | None, config: str | None, overrides: dict, presets_dir: Path = PRESETS_DIR) -> dict:
     """A preset, then a YAML file, then flags: later wins (None in `overrides` means "not given")."""
     from yume_core.config import load_yaml, merge
@@ -96,7 +112,7 @@ def settings(preset: str | None, config: str | None, overrides: dict, presets_di
             raise click.BadParameter(f"unknown preset {preset!r}; known: {known}", param_hint="--preset")
         data = load_yaml(path)
     if config:
-        data = merge(data, load_yaml(config))
+        data = merge(data, read_config(config))
     return merge(data, overrides)
 
 
@@ -117,8 +133,9 @@ def shard_overrides(shard_count, shard_bytes, no_poses, fps, size) -> dict:
 
 class InputErrorGroup(click.Group):
     """Runs a subcommand; a bad input file or setting (yume_core.errors.InputError, yume_core.config.ConfigError),
-    a full or unwritable disk (`one_line_error`) ends it with one line on stderr and exit status 2 instead of a
-    traceback. `--debug` (or YUME_DEBUG=1) shows the traceback."""
+    a run stopped by its first items' failures (yume_core.failfast.SystematicFailure), a full or unwritable disk
+    (`one_line_error`) ends it with one line on stderr and exit status 2 instead of a traceback; a setting's error
+    names the --config file the command read (`read_config`). `--debug` (or YUME_DEBUG=1) shows the traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -127,5 +144,10 @@ class InputErrorGroup(click.Group):
             message = one_line_error(e)
             if message is None or ctx.params.get("debug") or os.environ.get("YUME_DEBUG"):
                 raise
+            from yume_core.config import ConfigError
+
+            config = ctx.meta.get(CONFIG_FILE)
+            if isinstance(e, ConfigError) and config and config not in message:
+                message += f" (settings from {config} and the command line)"
             click.echo(f"error: {message}", err=True)
             sys.exit(2)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from pipelines.cli_common import prefect_env, print_outputs
+from pipelines.cli_common import prefect_env, print_outputs, read_config
 
 DIMENSIONS = ("subject_consistency", "background_consistency", "temporal_flickering", "motion_smoothness",
               "dynamic_degree", "aesthetic_quality", "imaging_quality")  # filtering.QUALITY_DIMENSIONS (tested equal)
@@ -46,7 +46,7 @@ def filter_videos(manifest, output, preset, config, backend, dimensions, keep, k
     """Score every video with VBench's quality dimensions and keep the best (Yume-1.5: 50,000 of 80,000)."""
     prefect_env()
     from pipelines.filtering import filter_flow_config, run_filter_flow
-    from yume_core.config import ConfigError, load_yaml, merge
+    from yume_core.config import merge
 
     overrides = {
         "batch_size": batch_size,
@@ -57,12 +57,8 @@ def filter_videos(manifest, output, preset, config, backend, dimensions, keep, k
                   "vbench_cache": vbench_cache},
         "top": {"keep": keep, "keep_fraction": keep_fraction, "min_score": min_score},
     }
-    try:
-        cfg = filter_flow_config(preset, merge(load_yaml(config) if config else {}, overrides))
-        summary = run_filter_flow(manifest, output, cfg)
-    except (ConfigError, ValueError) as e:  # a bad setting, a missing aesthetic head, VBench not installed
-        raise click.ClickException(str(e)) from None
-    print_outputs(summary)
+    cfg = filter_flow_config(preset, merge(read_config(config) if config else {}, overrides))
+    print_outputs(run_filter_flow(manifest, output, cfg))
 
 
 @click.group("review")
@@ -79,11 +75,17 @@ def review():
 def review_make(manifest, output, page_size, title):
     """Write static review pages (open index.html; keys y/n keep or reject; download the decisions CSV)."""
     from filtering.review import make_review
+    from yume_core.errors import InputError
     from yume_core.manifest import read_manifest
+    from yume_core.storage import check_writable
 
     source = Path(manifest)
-    index = make_review(read_manifest(source), source.parent, output, page_size=page_size,
-                        title=title or source.parent.name)
+    table = read_manifest(source)
+    check_writable(output)
+    try:
+        index = make_review(table, source.parent, output, page_size=page_size, title=title or source.parent.name)
+    except ValueError as e:  # not a video manifest
+        raise InputError(source, str(e)) from None
     click.echo(f"review pages: {index}")
 
 
@@ -97,21 +99,15 @@ def review_make(manifest, output, page_size, title):
               help="What happens to videos nobody decided on.")
 def review_apply(manifest, decisions, output, unreviewed):
     """Keep what people kept: rejected and unreviewed videos are dropped with a reason, nothing is lost."""
-    from filtering.review import ReviewFormatError, apply_review, read_decisions, review_counts
+    from filtering.review import apply_review, read_decisions, review_counts
     from pipelines.filtering import output_folder, relocated
     from pipelines.reporting import report
     from yume_core.manifest import read_manifest, write_manifest
 
     source = Path(manifest)
-    try:
-        out = output_folder(source, output)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--output") from None
-    try:
-        table = apply_review(read_manifest(source), read_decisions(decisions), unreviewed=unreviewed,
-                             source=str(decisions))
-    except ReviewFormatError as e:
-        raise click.ClickException(str(e)) from None
+    out = output_folder(source, output)
+    table = apply_review(read_manifest(source), read_decisions(decisions), unreviewed=unreviewed,
+                         source=str(decisions))
     table = relocated(table, source.parent, out)
     write_manifest(table, out / "manifest.parquet")
     print_outputs(report(table, out, title="review", seconds=0.0, extra=review_counts(table)))

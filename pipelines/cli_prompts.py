@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from pipelines.cli_common import read_config
+
 
 @click.command("select-prompts")
 @click.option("--csv", "csv_path", required=True, type=click.Path(exists=True, dir_okay=False),
@@ -35,9 +37,11 @@ def select_prompts(csv_path, count, output, seed, method, threshold, model, shin
                    config):
     """Pick --count diverse captions from OpenVid-1M: drop near-duplicates, then sample at random with --seed."""
     from synthesis.select import SelectConfig, format_report, select_prompts_csv
-    from yume_core.config import from_dict, load_yaml, merge
+    from yume_core.config import from_dict, merge
+    from yume_core.errors import InputError
+    from yume_core.storage import check_writable
 
-    base = load_yaml(config) if config else {}
+    base = read_config(config) if config else {}
     chosen = method or base.get("method") or SelectConfig.method
     overrides = {
         "count": count, "seed": seed, "method": method, "examples": examples,
@@ -45,13 +49,13 @@ def select_prompts(csv_path, count, output, seed, method, threshold, model, shin
         "embedding": {"model": model, "batch_size": batch_size, "device": device,
                       "threshold": threshold if chosen == "embedding" else None},
     }
-    try:
-        cfg = from_dict(SelectConfig, merge(base, overrides), "select-prompts")
-    except ValueError as exc:  # ConfigError and SelectConfig's own checks
-        raise click.UsageError(str(exc)) from None
+    cfg = from_dict(SelectConfig, merge(base, overrides), "select-prompts")
+    check_writable(output.parent)
     try:
         report = select_prompts_csv(csv_path, output, cfg, progress=True)
-    except ValueError as exc:  # not an OpenVid CSV (OpenVidFormatError), or a model that does not load
+    except InputError:
+        raise  # not an OpenVid CSV: one line, exit 2
+    except ValueError as exc:  # an embedding model that does not load
         raise click.ClickException(str(exc)) from None
     click.echo(format_report(report), err=True)
     for name, path in report["outputs"].items():
@@ -73,14 +77,12 @@ def event_images(csv_path, videos, output, per_clip, size, skip_seconds, fmt, wo
     from synthesis.event_images import EventImageConfig
     from synthesis.event_images import event_images as run
     from yume_core.manifest import format_summary
-    from yume_core.sekai import SekaiFormatError
+    from yume_core.storage import check_writable
 
     cfg = EventImageConfig(per_clip=per_clip, size=tuple(size), skip_seconds=skip_seconds, format=fmt,
                            workers=workers)
-    try:
-        summary = run(csv_path, videos, output, cfg, progress=True)
-    except SekaiFormatError as exc:
-        raise click.ClickException(str(exc)) from None
+    check_writable(output)
+    summary = run(csv_path, videos, output, cfg, progress=True)  # a CSV that is not Sekai's: one line, exit 2
     click.echo(format_summary(summary, f"event-images -> {output}"), err=True)
     click.echo(json.dumps(summary["outputs"], indent=2))
     click.echo("next: write category and description for each line of the template, then "

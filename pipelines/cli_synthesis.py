@@ -10,7 +10,7 @@ import json
 
 import click
 
-from pipelines.cli_common import prefect_env, print_outputs
+from pipelines.cli_common import prefect_env, print_outputs, read_config
 
 # synthesis.models.CACHE_KINDS (a test keeps them equal): importing the stage here would make every command's
 # start-up depend on it
@@ -75,7 +75,7 @@ def synthesize(prompts, output, preset, config, batch_size, workers, task_runner
     """Generate one video per prompt with Wan (T2V, or I2V for rows with an image), resumable per video."""
     prefect_env()
     from pipelines.synthesis import run_synthesis_flow, synth_flow_config
-    from yume_core.config import load_yaml, merge
+    from yume_core.config import merge
 
     overrides = {
         "batch_size": batch_size,
@@ -83,7 +83,7 @@ def synthesize(prompts, output, preset, config, batch_size, workers, task_runner
         "runner": {"kind": task_runner, "workers": workers, "ray_address": ray_address},
         "synth": _generation_overrides(**generation),
     }
-    settings = merge(load_yaml(config) if config else {}, overrides)
+    settings = merge(read_config(config) if config else {}, overrides)
     cfg = synth_flow_config(preset, settings)
     summary = run_synthesis_flow(prompts, output, cfg, rank=rank, world_size=world_size)
     if summary.get("complete"):

@@ -20,12 +20,12 @@ def embed_actions(output, encoder, vocabulary, max_length, device):
     """Encode every action phrase of a vocabulary once into a safetensors file keyed by phrase."""
     from training_stub.text import ActionCache
     from training_stub.text import embed_actions as write_cache
-    from yume_core.actions import VocabularyError
+    from yume_core.config import ConfigError
 
     try:
         path = write_cache(output, encoder, vocabulary, max_length=max_length, device=device)
-    except VocabularyError as e:  # read before any model loads
-        raise click.BadParameter(str(e), param_hint="--vocabulary") from None
+    except ConfigError:
+        raise  # a bad vocabulary file (read before any model loads): one line, exit 2
     except ValueError as e:  # a malformed model spec, a non-T5 model or a phrase over --max-length
         raise click.ClickException(str(e)) from None
     cache = ActionCache.load(path)

@@ -23,14 +23,16 @@ from prefect import flow
 from filtering import ScoreConfig, TopK, plot_quality_scores, score_table, select_top
 from filtering.dimensions import score_column
 from filtering.presets import load_preset
-from filtering.stage import shared_scorer
+from filtering.stage import scoring_watch, shared_scorer
 from filtering.topk import QUALITY
 from pipelines.batching import BatchPlan, fingerprint, map_batches
 from pipelines.reporting import report
 from pipelines.runners import RunnerConfig, make_task_runner
 from yume_core import __version__
 from yume_core.config import from_dict, merge, to_dict
+from yume_core.errors import InputError
 from yume_core.manifest import OK, put_column, read_manifest, write_manifest
+from yume_core.storage import check_writable
 
 
 @dataclass(frozen=True)
@@ -48,27 +50,29 @@ def filter_flow_config(preset: str | None = None, settings: Mapping[str, Any] | 
 
 
 def output_folder(manifest: Path, output: str | Path) -> Path:
-    """The folder a manifest-to-manifest step writes to, refused when it is the input's own (its manifest.parquet
-    would be overwritten by the output's)."""
+    """The folder a manifest-to-manifest step writes to, created; refused when it is the input's own (its
+    manifest.parquet would be overwritten by the output's) or cannot be written (`check_writable`)."""
     out = Path(output)
     if out.resolve() == manifest.parent.resolve():
-        raise ValueError(f"{out}: write to another folder; {manifest.name} there is the input")
-    return out
+        raise InputError(out, f"is the input's folder: its {manifest.name} would be overwritten",
+                         "write to another folder")
+    return check_writable(out)
 
 
 def run_filter(manifest: str, output: str, config: FilterFlowConfig) -> dict:
     source = Path(manifest)
     out = output_folder(source, output)
-    out.mkdir(parents=True, exist_ok=True)
     table = read_manifest(source)
     settings = asdict(config.score)
     settings.pop("device")  # the same scores on any device
+    settings.pop("fail_fast")
     inputs = fingerprint(table, settings, columns=("prompt_id", "video_path", "status"))
     plan = BatchPlan(out / "_work" / f"score-{inputs}", config.batch_size, table.num_rows)
     if config.runner.kind == "threads" and not all(plan.done(i) for i in range(plan.num_batches)):
         shared_scorer(config.score)  # load models (or find VBench) here: a bad setting fails before any task runs
     started = time.perf_counter()
-    step = functools.partial(score_table, config=config.score, videos_root=str(source.parent))
+    step = functools.partial(score_table, config=config.score, videos_root=str(source.parent),
+                             fail_fast=scoring_watch(config.score))
     scored = map_batches(step, table, plan.parts_dir, config.batch_size, name="score")
     seconds = time.perf_counter() - started
     kept, cut = select_top(scored, config.top)
@@ -117,4 +121,7 @@ def filter_flow(manifest: str, output: str, config: dict | None = None) -> dict:
 
 
 def run_filter_flow(manifest: str, output: str, config: FilterFlowConfig) -> dict:
+    """The flow on the configured runner; an unusable output folder or manifest stops here, before Prefect starts."""
+    output_folder(Path(manifest), output)
+    read_manifest(manifest)
     return filter_flow.with_options(task_runner=make_task_runner(config.runner))(manifest, output, to_dict(config))

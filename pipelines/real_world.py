@@ -60,7 +60,8 @@ def write_shard_task(rows: pa.Table, shards_dir: str, index: int, config: shards
 
 
 def write_all_shards(manifest: pa.Table, shards_dir: Path, config: shards.ShardConfig, provenance: dict) -> pa.Table:
-    """One task per shard not yet complete; returns the merged index."""
+    """One task per shard not yet complete; returns the merged index. Temp files of a killed earlier run are removed
+    once every shard is written, so `shards/*.tar` names the shards and nothing else."""
     ok_rows = manifest.filter(pc.equal(manifest["status"], OK))
     groups = shards.plan_shards(ok_rows, config)
     shards.remove_stale_shards(shards_dir, len(groups), config)
@@ -74,6 +75,7 @@ def write_all_shards(manifest: pa.Table, shards_dir: Path, config: shards.ShardC
     wait(futures)
     for fut in futures:
         fut.result()
+    shards.remove_temp_files(shards_dir)
     return shards.merge_index(shards_dir, len(groups), config)
 
 
@@ -128,6 +130,10 @@ def run_flow(csv: str, videos: str, trajectories: str, output: str, config: Real
     """Run under the task runner the config names."""
     check_sekai_csv(csv)  # a bad file or output folder stops here, before Prefect starts a run
     check_writable(output)
+    if config.caption is not None:
+        from pipelines.captioning import check_caption_inputs
+
+        check_caption_inputs(None, output, config.caption)
     runner = make_task_runner(config.runner)
     return real_world_flow.with_options(task_runner=runner)(csv, videos, trajectories, output, to_dict(config),
                                                             shards_dir)

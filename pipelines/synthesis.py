@@ -36,14 +36,23 @@ from tqdm.auto import tqdm
 from pipelines.batching import BatchPlan, fingerprint, read_parts, run_batch
 from pipelines.reporting import report
 from pipelines.runners import RunnerConfig, make_task_runner
-from synthesis.generate import SynthConfig, check_prompts, fingerprint_settings, generate_table
+from synthesis.generate import (
+    SynthConfig,
+    check_against_model,
+    check_prompts,
+    fingerprint_settings,
+    generate_table,
+    synthesis_watch,
+    video_seconds,
+)
 from synthesis.gpu_pool import rank_batches, resolve_rank
-from synthesis.inputs import read_prompts
+from synthesis.inputs import prompts_kind, read_prompts
 from synthesis.planning import plan_synthesis
 from synthesis.presets import load_preset
 from yume_core import __version__
 from yume_core.config import from_dict, merge, to_dict
 from yume_core.manifest import OK, format_summary, read_manifest, summarize, write_manifest
+from yume_core.storage import check_writable
 
 PAPER_SYNTHETIC_VIDEOS = 80_000  # Yume-1.5's synthetic set before VBench filtering
 
@@ -66,12 +75,14 @@ def synth_flow_config(preset: str | None = None, settings: Mapping[str, Any] | N
     return from_dict(SynthFlowConfig, data)
 
 
-def synth_figures(manifest: pa.Table, seconds: float, config: SynthFlowConfig) -> dict:
-    """Per-video time and what the paper's 80,000 videos would cost at it, one video at a time per GPU."""
-    ok = manifest.filter(pc.and_(pc.equal(manifest["status"], OK), pc.is_valid(manifest["synth_seconds"])))
-    if not ok.num_rows:
+def synth_figures(manifest: pa.Table, seconds: float, config: SynthFlowConfig, out: Path) -> dict:
+    """Per-video time (from the videos' records: the manifest holds no clock values) and what the paper's 80,000
+    videos would cost at it, one video at a time per GPU."""
+    ok = manifest.filter(pc.equal(manifest["status"], OK))
+    times = video_seconds(out, ok["video_path"].to_pylist())
+    if not times:
         return {"videos": 0, "run_seconds": round(seconds, 2)}
-    per_video = statistics.fmean(ok["synth_seconds"].to_pylist())
+    per_video = statistics.fmean(times)
     devices = sorted(set(ok["synth_device"].to_pylist()))
     on_gpu = any(d.startswith("cuda") for d in devices)
     plan = plan_synthesis(config.projection_count, 1, per_video)
@@ -83,7 +94,7 @@ def synth_figures(manifest: pa.Table, seconds: float, config: SynthFlowConfig) -
         "run_seconds": round(seconds, 2),
         f"projected_{unit}_hours_{config.projection_count}": plan.gpu_hours,
         "projection_basis": f"{config.synth.model} ({config.synth.preset}) on {', '.join(devices)}, "
-                            "mean synth_seconds of this manifest's videos, model load excluded",
+                            "mean seconds per video of this manifest's videos, model load excluded",
     }
 
 
@@ -110,19 +121,20 @@ def run_synthesis(prompts: str, output: str, config: SynthFlowConfig, rank: int 
     merged = read_parts(plan, table)
     write_manifest(merged, out / "manifest.parquet",
                    metadata={"yume_data.version": __version__, "yume_data.synthesis": inputs})
-    summary = report(merged, out, title="synthesis", seconds=seconds, extra=synth_figures(merged, seconds, config))
+    summary = report(merged, out, title="synthesis", seconds=seconds, extra=synth_figures(merged, seconds, config, out))
     return {**summary, "complete": True, "rank": rank, "world_size": world_size}
 
 
 def _run_batches(table: pa.Table, plan: BatchPlan, todo: list[int], out: Path, config: SynthFlowConfig) -> None:
     batches = [(table.slice(i * plan.batch_size, plan.batch_size), str(plan.part(i))) for i in todo]
+    watch = synthesis_watch(config.synth)  # one for the run: its first videos, whichever batches they are in
     if config.runner.kind == "ray":
         from synthesis.ray_workers import run_on_ray
 
         run_on_ray(batches, config.synth, str(out), config.runner.workers, config.gpus_per_worker,
-                   config.runner.ray_address)
+                   config.runner.ray_address, watch)
         return
-    step = functools.partial(generate_table, config=config.synth, out_dir=str(out))
+    step = functools.partial(generate_table, config=config.synth, out_dir=str(out), fail_fast=watch)
     futures = [run_batch.with_options(task_run_name=f"synth-{i:05d}").submit(step, batch, part)
                for i, (batch, part) in zip(todo, batches)]
     with tqdm(total=len(futures), desc="synthesis", unit="batch", leave=False) as bar:
@@ -139,7 +151,12 @@ def synth_flow(prompts: str, output: str, config: dict | None = None, rank: int 
 
 def run_synthesis_flow(prompts: str, output: str, config: SynthFlowConfig, rank: int | None = None,
                        world_size: int | None = None) -> dict:
-    """The flow on the configured runner (the ray runner drives its own actors from a plain flow run)."""
+    """The flow on the configured runner (the ray runner drives its own actors from a plain flow run). Settings the
+    model cannot render, a file that holds no prompts and an unwritable output folder stop here, before Prefect
+    starts."""
+    check_against_model(config.synth)
+    prompts_kind(prompts)
+    check_writable(output)
     runner = config.runner if config.runner.kind != "ray" else RunnerConfig(kind="threads", workers=1)
     return synth_flow.with_options(task_runner=make_task_runner(runner))(prompts, output, to_dict(config), rank,
                                                                        world_size)

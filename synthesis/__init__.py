@@ -19,14 +19,24 @@ from synthesis.generate import (
     WAN_NEGATIVE_PROMPT,
     SynthConfig,
     WanWorker,
+    check_against_model,
     check_prompts,
     generate_table,
     video_relpath,
+    video_seconds,
     video_seed,
 )
 from synthesis.gpu_pool import DeviceClaim, rank_batches, resolve_rank
 from synthesis.inputs import PROMPT_COLUMNS, PromptsFormatError, read_prompts
-from synthesis.models import CACHE_KINDS, CacheConfig, load_pipeline, parse_wan_spec, pipeline_kind
+from synthesis.models import (
+    CACHE_KINDS,
+    CacheConfig,
+    ModelLimits,
+    load_pipeline,
+    model_limits,
+    parse_wan_spec,
+    pipeline_kind,
+)
 from synthesis.planning import SynthPlan, calibrate, format_plan, plan_synthesis
 from synthesis.presets import available_presets, load_preset, synth_config
 from synthesis.ray_workers import run_on_ray
@@ -47,6 +57,7 @@ __all__ = [
     "EventFormatError",
     "EventImageConfig",
     "MinHashConfig",
+    "ModelLimits",
     "OpenVidFormatError",
     "PromptsFormatError",
     "SelectConfig",
@@ -57,6 +68,7 @@ __all__ = [
     "available_presets",
     "build_tiny_wan",
     "calibrate",
+    "check_against_model",
     "check_image",
     "check_prompts",
     "content_id",
@@ -69,6 +81,7 @@ __all__ = [
     "load_pipeline",
     "load_preset",
     "minhash_pairs",
+    "model_limits",
     "normalize_captions",
     "normalize_category",
     "parse_wan_spec",
@@ -85,6 +98,7 @@ __all__ = [
     "synth_config",
     "tiny_wan_dir",
     "video_relpath",
+    "video_seconds",
     "video_seed",
     "write_selection",
 ]

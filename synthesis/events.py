@@ -41,7 +41,7 @@ import pyarrow as pa
 
 from synthesis.dedup import content_id
 from synthesis.prompt_rows import PROMPT_FIELDS
-from yume_core.errors import RowError
+from yume_core.errors import InputError, RowError
 from yume_core.manifest import FAILED, OK
 
 CATEGORIES = ("urban_daily_life", "sci_fi", "fantasy", "weather")
@@ -64,7 +64,7 @@ EVENT_SCHEMA = pa.schema([
 ])
 
 
-class EventFormatError(ValueError):
+class EventFormatError(InputError, ValueError):
     """The file as a whole is not an event set (wrong extension, no header with the needed columns)."""
 
 
@@ -119,11 +119,7 @@ def _records(path: Path) -> list[tuple[int, dict | None, str | None]]:
     if suffix == ".csv":
         reader = csv.reader(text.splitlines(keepends=True))
         header = [h.strip() for h in next(reader, [])]
-        missing = {"description", "image"} - set(header)
-        if missing:
-            raise EventFormatError(
-                f"{path}: the header {header} lacks {sorted(missing)}; event CSVs need {', '.join(FIELDS)}"
-            )
+        check_header(path, header)
         out, line = [], reader.line_num + 1
         for fields in reader:
             if not any(f.strip() for f in fields):
@@ -136,14 +132,23 @@ def _records(path: Path) -> list[tuple[int, dict | None, str | None]]:
                 out.append((line, dict(zip(header, fields)), None))
             line = reader.line_num + 1
         return out
-    raise EventFormatError(f"{path}: event sets are .jsonl or .csv files, not {suffix or 'extensionless'}")
+    raise EventFormatError(path, f"event sets are .jsonl or .csv files, not {suffix or 'extensionless'}",
+                           "save it as JSON Lines or CSV")
+
+
+def check_header(path: Path, header: list[str]) -> None:
+    """EventFormatError when an event CSV's header lacks a column every record needs."""
+    missing = {"description", "image"} - set(header)
+    if missing:
+        raise EventFormatError(path, f"the header {header} lacks {sorted(missing)}",
+                               f"event CSVs need the columns {', '.join(FIELDS)} in the first line")
 
 
 def read_event_set(path: str | Path, min_side: int = MIN_SIDE, workers: int = 8) -> pa.Table:
     """Validate an event set (see the module docstring); one row per record, in file order."""
     path = Path(path)
     if not path.is_file():
-        raise EventFormatError(f"{path}: no such event file")
+        raise EventFormatError(path, "no such event file", "check the path")
     base = path.resolve().parent
     rows = []
     seen: dict[str, int] = {}

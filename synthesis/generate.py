@@ -17,7 +17,8 @@ the same way. Per row, in order:
    or rank makes it; the initial noise is drawn on the CPU for the same reason.
 4. A GPU out-of-memory error retries the row once with CPU offload (`enable_model_cpu_offload`) and fails it as
    `gpu_oom` if that fails too; any other exception fails the row as `generation_error` with its class and message.
-   The batch goes on either way.
+   The batch goes on either way, unless the run's first `fail_fast` videos (default 8) all failed with the same
+   error class: then the stage raises `yume_core.failfast.SystematicFailure` and the run stops.
 
 Videos go to `<out>/videos/<2 hex>/<name>.mp4` (256 buckets keep directories small at 80,000 videos); `video_path`
 in the manifest is relative to `<out>`.
@@ -46,14 +47,17 @@ from synthesis.models import (
     CacheConfig,
     denoisers,
     load_pipeline,
+    model_limits,
     parse_wan_spec,
     pipeline_kind,
 )
 from synthesis.prompt_rows import PROMPT_FIELDS
 from yume_core.config import ConfigError, to_dict
 from yume_core.errors import RowError
+from yume_core.failfast import FailFast
 from yume_core.manifest import DROPPED, FAILED, OK, mark, mark_each
 from yume_core.media import write_video
+from yume_core.seeds import stable_seed
 from yume_core.storage import atomic_write_text
 
 # Wan's own default negative prompt (its repository's shared config; UMT5 reads Chinese). In English: "garish
@@ -93,8 +97,9 @@ SYNTH_FIELDS = [
     ("synth_offload", pa.bool_()),  # made with CPU offload (configured, or the out-of-memory fallback)
     ("synth_attempts", pa.int32()),
     ("synth_device", pa.string()),
-    ("synth_seconds", pa.float64()),  # generation + encoding of this video, model load excluded
 ]
+# No timing column: the manifest holds what a video is and how it was made, so a rerun writes the same bytes. How
+# long each took (generation + encoding, model load excluded) is in its record (`video_seconds`) and the summary.
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,7 @@ class SynthConfig:
     cpu_threads: int = 0
     cache: CacheConfig = field(default_factory=CacheConfig)
     crf: int = 18  # H.264 quality of the written mp4s (18: visually lossless for generated content)
+    fail_fast: int = 8  # stop the run when its first N videos all fail with the same error (0: never)
 
     def __post_init__(self):
         check_geometry(self.width, self.height, self.num_frames, SPATIAL_MULTIPLE, TEMPORAL_FACTOR)
@@ -147,9 +153,33 @@ def check_geometry(width: int, height: int, frames: int, spatial: int, temporal:
 def fingerprint_settings(config: SynthConfig) -> dict:
     """The settings that change a video's pixels (not where or how fast it is made)."""
     out = to_dict(config)
-    for name in ("preset", "device", "cpu_offload", "cpu_threads"):
+    for name in ("preset", "device", "cpu_offload", "cpu_threads", "fail_fast"):
         out.pop(name)
     return out
+
+
+def check_against_model(config: SynthConfig) -> None:
+    """Refuse, before any video, settings the model cannot render, naming the presets that fit it.
+
+    A tiny random model's rotary table covers 512 px and 125 frames; the default 720p preset would fail every video
+    deep inside the transformer. Real Wan checkpoints cover every packaged preset.
+    """
+    from synthesis.presets import available_presets, synth_config
+
+    limits = model_limits(parse_wan_spec(config.model))
+    if limits is None:
+        return
+
+    def problems(c: SynthConfig) -> list[str]:
+        return limits.problems(c.width, c.height, c.num_frames, c.steps)
+
+    if not (found := problems(config)):
+        return
+    fitting = [name for name in available_presets() if not problems(synth_config(name))]
+    raise ConfigError(
+        f"model {config.model!r} cannot render {config.width}x{config.height}, {config.num_frames} frames, "
+        f"{config.steps} steps: {'; '.join(found)}; use a preset that fits it ({', '.join(fitting) or 'none'}: "
+        "--preset NAME) or set width, height, num_frames and steps within those limits")
 
 
 def pipeline_key(config: SynthConfig) -> tuple:
@@ -160,8 +190,7 @@ def pipeline_key(config: SynthConfig) -> tuple:
 
 def video_seed(prompt_id: str, base_seed: int = 0) -> int:
     """A stable 63-bit seed per prompt (Python's hash() changes between processes; this does not)."""
-    digest = hashlib.sha256(f"{base_seed}\0{prompt_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)
+    return stable_seed(base_seed, prompt_id)
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -342,7 +371,7 @@ def _row_key(settings_hash: str, prompt_id: str, caption: str, image_path: str |
 
 def _finished(out: Path, rel: str, key: str) -> dict | None:
     """The stored record of a finished video with this key, else None (see the module docstring)."""
-    record_path = out / (rel[:-4] + ".json")
+    record_path = out / _record_path(rel)
     try:
         record = json.loads(record_path.read_text())
     except (OSError, ValueError):
@@ -353,9 +382,24 @@ def _finished(out: Path, rel: str, key: str) -> dict | None:
     return record["row"]
 
 
-def generate_table(table: pa.Table, config: SynthConfig, out_dir: str | Path) -> pa.Table:
-    """The stage over one batch (module docstring); returns every row, with the synthesis columns filled."""
+FAIL_FAST_HINT = ("the model, its settings or the GPU are at fault, not the prompts: check --model and --preset "
+                  "(size, frames, steps); finished videos are kept for the rerun; synth.fail_fast: 0 goes on anyway")
+
+
+def synthesis_watch(config: SynthConfig) -> FailFast:
+    """The `FailFast` a run shares over its batches (`yume_core.failfast`)."""
+    return FailFast(config.fail_fast, "videos", FAIL_FAST_HINT)
+
+
+def generate_table(table: pa.Table, config: SynthConfig, out_dir: str | Path,
+                   fail_fast: FailFast | None = None) -> pa.Table:
+    """The stage over one batch (module docstring); returns every row, with the synthesis columns filled.
+
+    `fail_fast`: the run's watch over its first videos (a flow passes one for all batches); by default this call's
+    own, so a notebook's single batch also stops early when every video fails alike."""
     out = Path(out_dir)
+    watch = fail_fast or synthesis_watch(config)
+    watch.check()
     table = check_prompts(table)
     spec = parse_wan_spec(config.model)
     ok = pc.equal(table["status"], OK).to_pylist()
@@ -396,10 +440,14 @@ def generate_table(table: pa.Table, config: SynthConfig, out_dir: str | Path) ->
             for i, rel, key in pending:
                 try:
                     rows[i] = _make_video(worker, config, out, rel, key, ids[i], captions[i], images.pop(i, None))
+                    outcome = (None, "")
                 except RowError as e:
                     failures[i] = e
+                    outcome = (e.reason, e.message)
                 except Exception as e:  # noqa: BLE001 -- one prompt's failure must not end the batch
                     failures[i] = RowError("generation_error", f"{type(e).__name__}: {e}")
+                    outcome = (type(e).__name__, str(e))
+                watch.record(*outcome)
     return _assemble(table, rows, failures)
 
 
@@ -419,11 +467,26 @@ def _make_video(worker: WanWorker, config: SynthConfig, out: Path, rel: str, key
         "synth_scheduler": config.scheduler, "synth_negative_prompt": config.negative_prompt,
         "synth_dtype": worker.dtype, "synth_cache": config.cache.kind, "synth_offload": offloaded,
         "synth_attempts": attempts, "synth_device": worker.device,
-        "synth_seconds": round(time.perf_counter() - started, 3),
     }
-    atomic_write_text(out / (rel[:-4] + ".json"),
-                      json.dumps({"key": key, "prompt_id": prompt_id, "row": row}, ensure_ascii=False, indent=1))
+    seconds = round(time.perf_counter() - started, 3)
+    atomic_write_text(out / _record_path(rel), json.dumps({"key": key, "prompt_id": prompt_id, "seconds": seconds,
+                                                           "row": row}, ensure_ascii=False, indent=1))
     return row
+
+
+def _record_path(rel: str) -> str:
+    return rel[:-4] + ".json"
+
+
+def video_seconds(out_dir: str | Path, video_paths: list[str]) -> list[float]:
+    """Seconds each video took to generate and encode, from its record (videos without one are left out)."""
+    times = []
+    for rel in video_paths:
+        try:
+            times.append(float(json.loads((Path(out_dir) / _record_path(rel)).read_text())["seconds"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return times
 
 
 def _assemble(table: pa.Table, rows: dict[int, dict], failures: dict[int, RowError]) -> pa.Table:

@@ -28,47 +28,72 @@ import pyarrow.parquet as pq
 
 from synthesis.dedup import content_ids
 from synthesis.prompt_rows import PROMPT_COLUMNS
-from yume_core.manifest import DROPPED, FAILED, OK, mark
+from yume_core.errors import InputError
+from yume_core.manifest import DROPPED, FAILED, OK, mark, read_manifest
 
 
-class PromptsFormatError(ValueError):
-    """The file as a whole cannot be read as prompts (unknown extension, no caption column)."""
+class PromptsFormatError(InputError, ValueError):
+    """The file as a whole cannot be read as prompts (unknown extension, no caption column, no prompts at all)."""
 
 
 def read_prompts(path: str | Path, min_side: int | None = None) -> pa.Table:
     """Prompts from any supported file (see the module docstring). `min_side`: event images' minimum short side."""
     path = Path(path)
-    if not path.is_file():
-        raise PromptsFormatError(f"{path}: no such prompts file")
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        table = _from_parquet(path)
-    elif suffix == ".jsonl" or (suffix == ".csv" and "description" in _csv_header(path)):
+    kind = prompts_kind(path)
+    if kind == "parquet":
+        table = read_manifest(path)
+    elif kind == "events":
         from synthesis.events import MIN_SIDE, read_event_set
 
         table = read_event_set(path, min_side=MIN_SIDE if min_side is None else min_side)
-    elif suffix == ".csv":
+    elif kind == "captions":
         table = _from_caption_csv(path)
-    elif suffix == ".txt":
+    else:
         lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
         table = pa.table({"caption": pa.array(lines, pa.string()), "line": pa.array(np.arange(1, len(lines) + 1))})
-    else:
-        raise PromptsFormatError(
-            f"{path}: prompts come as .parquet, .jsonl, .csv or .txt, not {suffix or 'a file without extension'}"
-        )
+    if table.num_rows == 0:
+        raise PromptsFormatError(path, "holds no prompts", "write one prompt per line (.txt) or row (.csv, .jsonl)")
     return _finish(table)
 
 
-def _csv_header(path: Path) -> list[str]:
-    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
-        return [h.strip().lower() for h in next(csv.reader(f), [])]
+def prompts_kind(path: str | Path) -> str:
+    """How `read_prompts` reads `path` (`parquet`, `events`, `captions` or `lines`), judged from its name, header
+    or schema alone: PromptsFormatError (or EventFormatError) when it is no prompts file. Cheap, so a command checks
+    its prompts with it before it starts any work; the rows themselves are judged when read."""
+    path = Path(path)
+    if not path.is_file():
+        raise PromptsFormatError(path, "no such prompts file", "check the path")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        try:
+            columns = pq.read_schema(path).names
+        except (pa.ArrowException, OSError) as exc:
+            raise PromptsFormatError(path, f"cannot be read as Parquet ({exc})",
+                                     "pass the output of yume-data select-prompts") from exc
+        if "caption" not in columns:
+            raise PromptsFormatError(path, f"has no 'caption' column (columns: {columns})",
+                                     "pass the output of yume-data select-prompts, or a Parquet with a caption column")
+        return "parquet"
+    if suffix == ".jsonl":
+        return "events"
+    if suffix == ".csv":
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+            header = [h.strip() for h in next(csv.reader(f), [])]
+        if "description" in [h.lower() for h in header]:
+            from synthesis.events import check_header
 
-
-def _from_parquet(path: Path) -> pa.Table:
-    table = pq.read_table(path)
-    if "caption" not in table.column_names:
-        raise PromptsFormatError(f"{path}: no 'caption' column (columns: {table.column_names})")
-    return table
+            check_header(path, header)
+            return "events"
+        if "caption" not in [h.lower() for h in header]:
+            raise PromptsFormatError(path, f"has no 'caption' or 'description' column (header: {header})",
+                                     "a prompts CSV is an OpenVid CSV (caption) or an event set (description, image)")
+        return "captions"
+    if suffix == ".txt":
+        if not path.read_text(encoding="utf-8-sig", errors="replace").strip():
+            raise PromptsFormatError(path, "holds no prompts", "write one prompt per line")
+        return "lines"
+    raise PromptsFormatError(path, f"prompts come as .parquet, .jsonl, .csv or .txt, not "
+                             f"{suffix or 'a file without extension'}", "save them in one of those formats")
 
 
 def _from_caption_csv(path: Path) -> pa.Table:
@@ -77,7 +102,7 @@ def _from_caption_csv(path: Path) -> pa.Table:
     try:
         rows = read_openvid_csv(path)
     except OpenVidFormatError as exc:
-        raise PromptsFormatError(str(exc)) from exc
+        raise PromptsFormatError(exc.path, exc.problem, exc.fix) from exc
     table = rows.table
     if rows.malformed:
         m = len(rows.malformed)

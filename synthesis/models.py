@@ -42,7 +42,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from yume_core.model_spec import TINY_RANDOM, parse_model_spec
+from yume_core.model_spec import MODEL_LOAD_LOCK, TINY_RANDOM, parse_model_spec
 
 T2V, I2V = "t2v", "i2v"
 PIPELINE_KINDS = {"WanPipeline": T2V, "WanImageToVideoPipeline": I2V}
@@ -108,6 +108,58 @@ def pipeline_kind(spec: WanSpec) -> str:
     if class_name not in PIPELINE_KINDS:
         raise ValueError(f"model {spec.spec!r} is a {class_name}; synthesis runs {sorted(PIPELINE_KINDS)} checkpoints")
     return PIPELINE_KINDS[class_name]
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """The sizes a Wan checkpoint can render, from its config files alone (no weights)."""
+
+    spatial: int  # width and height: multiples of this (VAE factor x patch)
+    temporal: int  # frames: temporal x k + 1
+    max_side: int  # the largest width or height its rotary position table covers
+    max_frames: int  # the most frames it covers
+    train_timesteps: int  # steps above this are not a schedule the scheduler can make
+
+    def problems(self, width: int, height: int, frames: int, steps: int) -> list[str]:
+        found = []
+        if width % self.spatial or height % self.spatial:
+            found.append(f"width and height must be multiples of {self.spatial}")
+        if (frames - 1) % self.temporal:
+            found.append(f"frames must be {self.temporal}k + 1")
+        if max(width, height) > self.max_side:
+            found.append(f"width and height must be at most {self.max_side}")
+        if frames > self.max_frames:
+            found.append(f"frames must be at most {self.max_frames}")
+        if steps > self.train_timesteps:
+            found.append(f"steps must be at most {self.train_timesteps}")
+        return found
+
+
+def model_limits(spec: WanSpec) -> ModelLimits | None:
+    """What the checkpoint accepts, read from `transformer/`, `vae/` and `scheduler/` configs; None when they cannot
+    be read here (a hub id on an offline machine without it cached): the workers' own checks apply then.
+
+    Why: diffusers' Wan pipelines accept any size and fail deep inside the transformer when its rotary table is too
+    short (`shape '[1, 45, 1, -1]' is invalid` for 720p on the tiny model), once per video.
+    """
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
+
+    from synthesis.tiny_wan import tiny_wan_dir
+
+    source = str(tiny_wan_dir(spec.tiny_kind, spec.seed)) if spec.is_tiny else spec.source
+    try:
+        transformer = WanTransformer3DModel.load_config(source, subfolder="transformer")
+        vae = AutoencoderKLWan.load_config(source, subfolder="vae")
+        scheduler = UniPCMultistepScheduler.load_config(source, subfolder="scheduler")
+    except (OSError, ValueError):
+        return None
+    p_t, p_h, _ = transformer.get("patch_size", (1, 2, 2))
+    rope = int(transformer.get("rope_max_seq_len", 1024))
+    temporal = int(vae.get("scale_factor_temporal") or 4)
+    spatial = int(vae.get("scale_factor_spatial") or 8) * p_h
+    return ModelLimits(spatial=spatial, temporal=temporal, max_side=rope * spatial,
+                       max_frames=(rope * p_t - 1) * temporal + 1,
+                       train_timesteps=int(scheduler.get("num_train_timesteps", 1000)))
 
 
 def resolve_dtype(name: str, device: str):
@@ -179,9 +231,10 @@ def load_pipeline(spec: WanSpec, device: str, dtype: str = "auto", cpu_offload: 
 
     source = str(tiny_wan_dir(spec.tiny_kind, spec.seed)) if spec.is_tiny else spec.source
     main = resolve_dtype(dtype, device)
-    pipe = DiffusionPipeline.from_pretrained(
-        source, dtype={"default": main, "vae": torch.float32, "image_encoder": torch.float32}
-    )
+    with MODEL_LOAD_LOCK:
+        pipe = DiffusionPipeline.from_pretrained(
+            source, dtype={"default": main, "vae": torch.float32, "image_encoder": torch.float32}
+        )
     if type(pipe).__name__ not in PIPELINE_KINDS:
         raise ValueError(f"model {spec.spec!r} loaded as {type(pipe).__name__}; "
                          f"expected one of {sorted(PIPELINE_KINDS)}")

@@ -16,18 +16,20 @@ from pathlib import Path
 import pyarrow as pa
 
 from synthesis.generate import SynthConfig, generate_table
+from yume_core.failfast import FailFast
 from yume_core.manifest import summarize, write_manifest
 
 
 class SynthActor:
     """The body of a Ray actor (wrapped with `ray.remote` at run time, so importing this needs no Ray)."""
 
-    def __init__(self, config: SynthConfig, out_dir: str):
+    def __init__(self, config: SynthConfig, out_dir: str, fail_fast: FailFast | None = None):
         self.config = config
         self.out_dir = out_dir
+        self.fail_fast = fail_fast
 
     def run(self, batch: pa.Table, part: str) -> dict:
-        out = generate_table(batch, self.config, self.out_dir)
+        out = generate_table(batch, self.config, self.out_dir, self.fail_fast)
         if out.num_rows != batch.num_rows:
             raise RuntimeError(f"synthesis returned {out.num_rows} rows for a batch of {batch.num_rows}")
         write_manifest(out, Path(part))
@@ -35,8 +37,10 @@ class SynthActor:
 
 
 def run_on_ray(jobs: list[tuple[pa.Table, str]], config: SynthConfig, out_dir: str, workers: int = 0,
-               gpus_per_worker: float = 1.0, address: str | None = None) -> list[dict]:
-    """Run (batch, part path) jobs on actors; `workers` 0: as many as the cluster has GPUs for (at least one)."""
+               gpus_per_worker: float = 1.0, address: str | None = None,
+               fail_fast: FailFast | None = None) -> list[dict]:
+    """Run (batch, part path) jobs on actors; `workers` 0: as many as the cluster has GPUs for (at least one).
+    `fail_fast`: the run's watch; each actor keeps its own copy (the first videos each actor makes)."""
     try:
         import ray
         from ray.util import ActorPool
@@ -52,7 +56,7 @@ def run_on_ray(jobs: list[tuple[pa.Table, str]], config: SynthConfig, out_dir: s
             gpus = ray.cluster_resources().get("GPU", 0)
             workers = int(gpus // gpus_per_worker) if gpus_per_worker > 0 else 1
         actor_cls = ray.remote(num_gpus=gpus_per_worker)(SynthActor)
-        actors = [actor_cls.remote(config, out_dir) for _ in range(max(1, min(workers, len(jobs))))]
+        actors = [actor_cls.remote(config, out_dir, fail_fast) for _ in range(max(1, min(workers, len(jobs))))]
         try:
             return list(ActorPool(actors).map_unordered(lambda actor, job: actor.run.remote(*job), jobs))
         finally:

@@ -42,6 +42,7 @@ from synthesis.dedup import (
 from synthesis.dedup_embed import EmbedConfig
 from synthesis.dedup_minhash import MinHashConfig
 from synthesis.select_csv import OpenVidRows, read_openvid_csv
+from yume_core.config import ConfigError
 from yume_core.manifest import DROPPED, FAILED, OK, write_manifest
 from yume_core.storage import atomic_write_text
 
@@ -63,9 +64,9 @@ class SelectConfig:
 
     def __post_init__(self):
         if self.method not in METHODS:
-            raise ValueError(f"unknown dedup method {self.method!r}; choose one of {', '.join(METHODS)}")
+            raise ConfigError(f"unknown dedup method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.count < 0:
-            raise ValueError("count must be >= 0")
+            raise ConfigError("count must be >= 0")
 
     @property
     def threshold(self) -> float:

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
+from yume_core.errors import InputError
 from yume_core.manifest import FAILED, OK
 
 OPENVID_COLUMNS = (
@@ -46,7 +47,7 @@ _NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
 MAX_SNIPPET = 160
 
 
-class OpenVidFormatError(ValueError):
+class OpenVidFormatError(InputError, ValueError):
     """The file as a whole is not an OpenVid-style caption CSV (not a per-row problem)."""
 
 
@@ -71,12 +72,12 @@ def read_openvid_csv(path: str | Path) -> OpenVidRows:
         with open(path, "rb") as f:
             header_line = f.readline()
     except OSError as exc:
-        raise OpenVidFormatError(f"cannot open caption CSV {path}: {exc.strerror}") from exc
+        raise OpenVidFormatError(path, f"cannot open the caption CSV ({exc.strerror})",
+                                 "check the path and its permissions") from exc
     names = _header_names(header_line)
     if "caption" not in [n.strip().lower() for n in names]:
-        raise OpenVidFormatError(
-            f"{path} has no 'caption' column (header: {names}); expected OpenVid's columns {', '.join(OPENVID_COLUMNS)}"
-        )
+        raise OpenVidFormatError(path, f"has no 'caption' column (header: {names})",
+                                 f"export it with OpenVid's columns {', '.join(OPENVID_COLUMNS)} in the first line")
     malformed: list[str] = []
 
     def skip(row) -> str:
@@ -92,7 +93,8 @@ def read_openvid_csv(path: str | Path) -> OpenVidRows:
             ),
         )
     except (pa.ArrowInvalid, OSError) as exc:
-        raise OpenVidFormatError(f"{path} cannot be parsed as CSV: {exc}") from exc
+        raise OpenVidFormatError(path, f"cannot be parsed as CSV ({exc})",
+                                 "save it as comma-separated UTF-8 text with one header line") from exc
 
     n = raw.num_rows
     cols: dict[str, pa.Array] = {}

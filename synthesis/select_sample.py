@@ -2,9 +2,10 @@
 
 Tests and the dedup benchmark need to know the truth: which captions are copies of which. Real OpenVid captions
 cannot ship with the repository, so this writes captions in their style (several sentences, the formulaic
-"The video shows ..." openings, a closing line about the atmosphere) from large word pools, and plants families:
-a base caption plus variants that change case, punctuation, or one word. Unrelated captions share the formulaic
-phrases but little else, which is what makes a dedup method's precision measurable.
+"The video shows ..." openings, a closing line about the atmosphere; or, with `short=True`, one or two short
+sentences of 8-20 words) from large word pools, and plants families: a base caption plus variants that change
+case, punctuation, or one word (`EDIT_VARIANTS` adds a word inserted or deleted). Unrelated captions share the
+formulaic phrases but little else, which is what makes a dedup method's precision measurable.
 Everything is a pure function of the seed.
 """
 
@@ -24,6 +25,8 @@ OPENVID_HEADER = [
     "fps", "seconds",
 ]
 VARIANTS = ("upper", "lower", "punctuation", "changed_word")
+EDIT_VARIANTS = ("changed_word", "inserted_word", "deleted_word")  # the one-word edits alone
+SHORT_WORDS = (8, 20)
 
 _SYLLABLES = [
     "ka", "lo", "mi", "ren", "sa", "tor", "vel", "da", "pon", "ri", "gu", "bel", "nas", "ti", "mor", "ek", "sun",
@@ -39,6 +42,9 @@ _SENTENCES = [
     "The camera {v} as the {n} {v} through the {a} {n}.", "A {a} {n} is {v} while a {n} watches.",
     "The lighting is {a}, with {a} {n} casting {a} shadows.", "There are {a} {n} on the {n} and a {n} {v}.",
 ]
+
+
+_SHORT_PHRASES = ["with a {a} {n}", "as a {n} {v}", "under {a} {n}", "past the {n}", "while {n} {v}", "at {a} {n}"]
 
 
 def _pool(rng: np.random.Generator, size: int, suffix: str = "") -> list[str]:
@@ -64,17 +70,20 @@ class CaptionSample:
         return self.family[copies], copies
 
 
-def make_captions(n: int, dup_fraction: float = 0.1, seed: int = 0) -> CaptionSample:
-    """n captions, of which about `dup_fraction` are planted variants of an earlier caption, in shuffled order."""
+def make_captions(n: int, dup_fraction: float = 0.1, seed: int = 0, *, short: bool = False,
+                  variants: tuple[str, ...] = VARIANTS) -> CaptionSample:
+    """n captions, of which about `dup_fraction` are planted variants (of the kinds in `variants`) of an earlier
+    caption, in shuffled order; `short`: captions of 8-20 words instead of OpenVid's long ones."""
     rng = np.random.default_rng(seed)
     adjs, nouns, verbs = _pool(rng, 3000), _pool(rng, 6000, "o"), _pool(rng, 2000, "ing")
     n_var = round(n * dup_fraction)
     n_base = n - n_var
-    captions = [_caption(rng, adjs, nouns, verbs) for _ in range(n_base)]
+    make = _short_caption if short else _caption
+    captions = [make(rng, adjs, nouns, verbs) for _ in range(n_base)]
     family = list(range(n_base))
     variant = [""] * n_base
     bases = rng.integers(0, n_base, n_var) if n_base else np.zeros(0, np.int64)
-    kinds = rng.choice(VARIANTS, n_var)
+    kinds = rng.choice(variants, n_var)
     for b, kind in zip(bases, kinds):
         captions.append(_vary(rng, captions[b], str(kind), nouns))
         family.append(int(b))
@@ -86,7 +95,7 @@ def make_captions(n: int, dup_fraction: float = 0.1, seed: int = 0) -> CaptionSa
     return CaptionSample([captions[i] for i in order], position[fam[order]], [variant[i] for i in order])
 
 
-def _caption(rng, adjs, nouns, verbs) -> str:
+def _filler(rng, adjs, nouns, verbs):
     def fill(template: str) -> str:
         out = template
         for slot, pool in (("{a}", adjs), ("{n}", nouns), ("{v}", verbs)):
@@ -94,10 +103,33 @@ def _caption(rng, adjs, nouns, verbs) -> str:
                 out = out.replace(slot, pool[int(rng.integers(len(pool)))], 1)
         return out
 
+    return fill
+
+
+def _caption(rng, adjs, nouns, verbs) -> str:
+    fill = _filler(rng, adjs, nouns, verbs)
     parts = [f"{_OPENINGS[int(rng.integers(len(_OPENINGS)))]} {fill('a {a} {n} {v} in a {a} {n}.')}"]
     parts += [fill(_SENTENCES[int(i)]) for i in rng.integers(0, len(_SENTENCES), int(rng.integers(2, 6)))]
     parts.append(fill(_CLOSINGS[int(rng.integers(len(_CLOSINGS)))]))
     return " ".join(p[0].upper() + p[1:] for p in parts)
+
+
+def _short_caption(rng, adjs, nouns, verbs) -> str:
+    """One sentence of SHORT_WORDS words: an optional formulaic opening, a subject, a verb and a place, then phrases
+    until a length drawn in that range. Five content words at least, as in real short captions ("a man in a red
+    jacket walks his dog along a snowy path"), so that unrelated captions are not one word apart by chance."""
+    fill = _filler(rng, adjs, nouns, verbs)
+    low, high = SHORT_WORDS
+    target = int(rng.integers(low, high + 1))
+    opening = ["", "The video shows", "In the video,", "A clip of"][int(rng.integers(4))]
+    words = (f"{opening} " * bool(opening) + fill("a {a} {n} {v} near the {a} {n}")).split(" ")
+    while True:
+        extra = fill(_SHORT_PHRASES[int(rng.integers(len(_SHORT_PHRASES)))]).split(" ")
+        if len(words) + len(extra) > target:
+            break
+        words += extra
+    text = " ".join(words)
+    return text[0].upper() + text[1:] + "."
 
 
 def _vary(rng, text: str, kind: str, nouns: list[str]) -> str:
@@ -109,7 +141,12 @@ def _vary(rng, text: str, kind: str, nouns: list[str]) -> str:
         return text.replace(",", "").replace(".", " !").replace("  ", " ")
     words = text.split(" ")
     k = int(rng.integers(len(words)))
-    words[k] = nouns[int(rng.integers(len(nouns)))]
+    if kind == "deleted_word":
+        del words[k]
+    elif kind == "inserted_word":
+        words.insert(k, nouns[int(rng.integers(len(nouns)))])
+    else:
+        words[k] = nouns[int(rng.integers(len(nouns)))]
     return " ".join(words)
 
 

@@ -8,11 +8,14 @@ import sys
 import pyarrow.compute as pc
 import pytest
 import webdataset as wds
+from click.testing import CliRunner
 
 from captioning.backends import fake_server
+from captioning.stage import caption_seed
 from pipelines.captioning import CaptionFlowConfig, run_caption_flow
+from pipelines.cli import main
 from pipelines.real_world import RealWorldConfig, run_flow
-from yume_core.config import from_dict
+from yume_core.config import from_dict, to_dict
 from yume_core.manifest import read_manifest
 from yume_core.sample_data import make_sekai_sample
 
@@ -84,6 +87,47 @@ def test_a_rerun_sends_no_request_for_captioned_clips(clips, tmp_path):
         # captioning the finished manifest again: rows that hold a caption are not sent
         run_caption_flow(str(tmp_path / "manifest.parquet"), str(tmp_path / "again"), _config(server.url))
         assert len(server.received) == first
+
+
+def test_every_request_carries_its_clips_own_seed(clips, tmp_path):
+    """The seed sent is a function of the clip, the prompt version and the ask, not of the batch: other batch
+    sizes send the same seed for each clip, and a re-asked answer gets the next seed."""
+    ok_ids = [r["clip_id"] for r in read_manifest(clips).to_pylist() if r["status"] == "ok"]
+
+    def plan(key, attempt):
+        return fake_server.refusal() if key == ok_ids[0] and attempt == 1 else fake_server.ok(GOOD)
+
+    sent = []
+    for batch_size in (2, 4):
+        with fake_server.FakeServer(plan=plan) as server:
+            config = _config(server.url)
+            run_caption_flow(str(clips), str(tmp_path / f"b{batch_size}"),
+                             from_dict(CaptionFlowConfig, {**to_dict(config), "batch_size": batch_size}))
+            sent.append({(r.key, r.client_attempt): r.seed for r in server.received})
+    assert sent[0] == sent[1]
+    first = {key: seed for (key, attempt), seed in sent[0].items() if attempt == 1}
+    assert first == {cid: caption_seed(0, cid, "event-v1") for cid in ok_ids}
+    assert len(set(first.values())) == len(ok_ids)
+    assert sent[0][(ok_ids[0], 2)] == first[ok_ids[0]] + 1
+
+
+def test_a_run_whose_first_clips_all_fail_alike_stops_with_one_line(clips, tmp_path):
+    """A wrong request shape (HTTP 400 for every clip): with fail_fast 3 the run stops after the third failure,
+    the last batch is never sent, no manifest is written, and the command says why in one line (exit 2)."""
+    settings = tmp_path / "caption.yaml"
+    settings.write_text("batch_size: 2\ncaption: {fail_fast: 3, frames: {num_frames: 4}}\n")
+    with fake_server.FakeServer(plan=lambda key, attempt: fake_server.status(400)) as server:
+        result = CliRunner().invoke(main, ["caption", "--manifest", str(clips), "--output", str(tmp_path / "o"),
+                                           "--backend", "openai", "--endpoint", server.url, "--model", "fake-vlm",
+                                           "--config", str(settings)])
+        sent = {r.key for r in server.received}
+    assert result.exit_code == 2, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert "first 3 clips sent to the captioner all failed with caption_bad_request (" in line
+    assert "caption.fail_fast: 0" in line and "Traceback" not in result.output
+    ok = [r["clip_id"] for r in read_manifest(clips).to_pylist() if r["status"] == "ok"]
+    assert 3 <= len(sent) < len(ok)
+    assert not (tmp_path / "o" / "manifest.parquet").exists()
 
 
 def test_a_video_gone_since_ingest_fails_without_a_request(clips, tmp_path):

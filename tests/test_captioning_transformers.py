@@ -122,6 +122,18 @@ def test_greedy_and_seeded_sampling_are_deterministic(backend):
     assert [r.text for r in reseeded] != [r.text for r in first]
 
 
+def test_an_answer_depends_on_its_own_request_only(backend):
+    """A retry of one clip, or a rerun whose frames arrive in another order, answers as the first run did: no
+    shared padding or RNG stream between requests (one seed for all here, as a batch of old-style requests had)."""
+    reqs = [request(k, 1 + i % 3, max_tokens=16, temperature=t, seed=7)
+            for i, (k, t) in enumerate(zip("abcdef", (0.0, 0.0, 0.0, 1.0, 1.0, 1.0)))]
+    together = {r.key: r.text for r in backend.caption(reqs)}
+    reordered = {r.key: r.text for r in backend.caption(reqs[::-1])}
+    alone = {r.key: r.text for req in reqs for r in backend.caption([req])}
+    assert together == reordered == alone
+    assert len(set(together.values())) > 1
+
+
 def test_small_max_tokens_finishes_with_length(backend):
     (result,) = backend.caption([request("short", 2, max_tokens=3)])
     assert result.ok and result.finish_reason == "length" and result.output_tokens == 3

@@ -1,6 +1,7 @@
 """`yume-data filter` and `yume-data review`: a synthesis manifest in, scored and cut (or screened) manifests out."""
 
 import json
+import sys
 import os
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from filtering import QUALITY_DIMENSIONS
 from pipelines.cli import main
 from pipelines.cli_filtering import DIMENSIONS
 from pipelines.filtering import filter_flow_config, run_filter_flow
+from yume_core.errors import InputError
 from yume_core.manifest import read_manifest, write_manifest
 from yume_core.media import write_video
 
@@ -89,7 +91,7 @@ def test_filter_keeps_the_steady_videos_and_reruns_score_nothing(synthesized, tm
 
 
 def test_filter_refuses_to_overwrite_its_input(synthesized):
-    with pytest.raises(ValueError, match="another folder"):
+    with pytest.raises(InputError, match="another folder"):
         run_filter_flow(str(synthesized), str(synthesized.parent), filter_flow_config("tiny"))
 
 
@@ -121,16 +123,36 @@ def test_filter_and_review_from_the_command_line(synthesized, tmp_path):
     decisions.write_text("key,decision\nnobody,keep\n")
     result = runner.invoke(main, ["review", "apply", "--manifest", str(out / "manifest.parquet"), "--decisions",
                                   str(decisions), "-o", str(tmp_path / "again")])
-    assert result.exit_code == 1 and "nobody" in result.output
+    assert result.exit_code == 2 and "nobody" in result.output and str(decisions) in result.output
 
 
 def test_cli_errors_are_one_clear_line(synthesized, tmp_path):
+    """Bad settings end the command like bad input files: one line, exit status 2."""
     result = CliRunner().invoke(main, ["filter", "--manifest", str(synthesized), "-o", str(tmp_path / "x"),
                                        "--preset", "native", "--device", "cpu"])
-    assert result.exit_code == 1 and "aesthetic" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and "aesthetic" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(main, ["filter", "--manifest", str(synthesized), "-o", str(tmp_path / "y"),
                                        "--preset", "nonesuch"])
-    assert result.exit_code == 1 and "tiny" in result.output
+    assert result.exit_code == 2 and "tiny" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_vbench_that_crashes_on_the_first_batch_stops_the_run(synthesized, tmp_path, monkeypatch):
+    """VBench (here its fake, crashing) fails the first batch's three videos alike: with fail_fast 3 the run ends
+    with that error in one line (exit 2) instead of marking them failed and starting VBench again for every other
+    batch."""
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent / "fake_vbench"))
+    monkeypatch.setenv("FAKE_VBENCH_FAIL", "crash")
+    settings = tmp_path / "filter.yaml"
+    settings.write_text("score: {fail_fast: 3}\n")
+    result = CliRunner().invoke(main, ["filter", "--manifest", str(synthesized), "-o", str(tmp_path / "o"),
+                                       "--backend", "vbench", "--vbench-python", sys.executable, "--batch-size", "3",
+                                       "--dimension", "temporal_flickering", "--config", str(settings)])
+    assert result.exit_code == 2, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert "first 3 videos scored all failed with vbench_failed (VBench failed (exit code 1)" in line
+    assert "RuntimeError: CUDA out of memory (fake VBench crash))" in line and "score.fail_fast: 0" in line
+    assert "Traceback" not in result.output and not (tmp_path / "o" / "manifest.parquet").exists()
 
 
 def test_cli_dimension_choices_are_the_stage_s():

@@ -74,6 +74,17 @@ def test_a_killed_run_resumes_without_redoing_finished_batches(tmp_path):
     assert not list(out.rglob(".tmp-*"))
 
 
+PREFECT = str(Path(sys.executable).with_name("prefect"))  # the command Prefect users type, from this environment
+
+
+def _prefect_cli(api: str, tmp_path: Path, *args) -> list | dict:
+    """`prefect <args> -o json` against the server, as a user would list what a run left there."""
+    done = subprocess.run([PREFECT, *args, "-o", "json"], env=_env(tmp_path, PREFECT_API_URL=api),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -92,7 +103,7 @@ def prefect_server(tmp_path):
     port = _free_port()
     env = _env(tmp_path)
     server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     api = f"http://127.0.0.1:{port}/api"
@@ -113,6 +124,9 @@ def prefect_server(tmp_path):
 
 
 def test_flow_with_worker_processes_reports_to_a_prefect_server(tmp_path, prefect_server):
+    """`prefect server start` on a free loopback port with its own PREFECT_HOME; the command runs against it
+    (PREFECT_API_URL); the run, its tasks and its summary artifact are there, through the API and through
+    `prefect flow-run ls` / `prefect artifact ls` / `prefect artifact inspect`."""
     sample = make_sekai_sample(tmp_path / "in", n_clips=4, n_frames=60, size=(64, 36), faults=("duplicate",))
     out = tmp_path / "out"
     args = _real_world_args(sample, out, "--batch-size", 2, "--workers", 2, "--task-runner", "processes")
@@ -130,3 +144,12 @@ def test_flow_with_worker_processes_reports_to_a_prefect_server(tmp_path, prefec
     artifacts = _get(f"{prefect_server}/artifacts/filter", {})
     summary = [a for a in artifacts if a["key"] == "real-world-summary"]
     assert summary and "dropped" in summary[0]["description"]
+
+    # what a Prefect user sees with Prefect's own commands
+    listed = _prefect_cli(prefect_server, tmp_path, "flow-run", "ls")
+    assert [(r["id"], r["state_type"]) for r in listed] == [(runs[0]["id"], "COMPLETED")]
+    listed = _prefect_cli(prefect_server, tmp_path, "artifact", "ls")
+    assert [a["key"] for a in listed] == ["real-world-summary"] and listed[0]["flow_run_id"] == runs[0]["id"]
+    table = _prefect_cli(prefect_server, tmp_path, "artifact", "inspect", "real-world-summary")
+    rows = json.loads(table[0]["data"]) if isinstance(table[0]["data"], str) else table[0]["data"]
+    assert {"status": "dropped", "reason": "", "count": 1} in rows

@@ -13,6 +13,7 @@ from diffusers import WanPipeline
 from pipelines.cli import main
 from pipelines.cli_synthesis import CACHE_KINDS
 from pipelines.synthesis import run_synthesis_flow, synth_flow_config
+from synthesis.generate import video_seconds
 from synthesis.models import CACHE_KINDS as STAGE_CACHE_KINDS
 from synthesis.planning import plan_synthesis
 from yume_core.manifest import read_manifest, write_manifest
@@ -80,7 +81,7 @@ def test_flow_generates_reports_and_a_rerun_generates_nothing(prompts_file, tmp_
     assert (summary["in"], summary["ok"], summary["failed"]) == (7, 5, 2)
     figures = json.loads((out / "summary.json").read_text())["synthesis"]
     assert figures["videos"] == 5 and figures["seconds_per_video"] > 0
-    mean = statistics.fmean(r["synth_seconds"] for r in first.to_pylist() if r["status"] == "ok")
+    mean = statistics.fmean(video_seconds(out, [r["video_path"] for r in first.to_pylist() if r["status"] == "ok"]))
     assert figures["seconds_per_video"] == pytest.approx(mean, rel=1e-3)
     # hours are reported to 2 decimals, whatever this machine's speed
     assert figures["projected_cpu_hours_80000"] == pytest.approx(80_000 * mean / 3600, abs=0.005 + 1e-9)
@@ -90,6 +91,20 @@ def test_flow_generates_reports_and_a_rerun_generates_nothing(prompts_file, tmp_
     run_synthesis_flow(prompts_file, str(out), config)
     assert calls == []
     assert read_manifest(out / "manifest.parquet").to_pylist() == first.to_pylist()
+
+
+def test_a_clean_rerun_writes_the_same_manifest_and_videos(prompts_file, tmp_path):
+    """Same bytes from a second run in another folder: timings live in the videos' records and the summary only."""
+    config = synth_flow_config("tiny", {"batch_size": 3})
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:
+        run_synthesis_flow(prompts_file, str(out), config)
+    assert "synth_seconds" not in read_manifest(outs[0] / "manifest.parquet").column_names
+    names = sorted(str(p.relative_to(outs[0])) for p in outs[0].rglob("*") if p.suffix in (".mp4", ".parquet")
+                   and "_work" not in p.parts)
+    assert "manifest.parquet" in names and len(names) == 6
+    for name in names:
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
 
 
 def test_ranks_share_the_work_and_the_last_to_finish_merges(prompts_file, tmp_path, calls):
@@ -129,6 +144,16 @@ def test_synthesize_command_with_overrides(prompts_file, tmp_path):
     info = probe_video(out / ok[0]["video_path"])
     assert (info.frames, info.width, info.height, info.fps) == (5, 48, 32, 12.0)
     assert {r["synth_preset"] for r in ok} == {"tiny"}
+
+
+def test_a_tiny_model_at_the_default_720p_preset_is_refused_before_any_video(prompts_file, tmp_path):
+    result = CliRunner().invoke(main, ["synthesize", "--prompts", prompts_file, "--output", str(tmp_path / "o"),
+                                       "--model", "tiny-random"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output
+    assert "cannot render 1280x720, 81 frames" in lines[0] and "tiny" in lines[0] and "--preset" in lines[0]
+    assert not (tmp_path / "o").exists()
 
 
 def test_flow_on_local_ray_actors(prompts_file, tmp_path, monkeypatch):

@@ -9,10 +9,21 @@ from diffusers import WanImageToVideoPipeline, WanPipeline
 from PIL import Image
 
 from synthesis import gpu_pool
-from synthesis.generate import SYNTH_FIELDS, WanWorker, generate_table, video_relpath, video_seed
+from synthesis.generate import (
+    SYNTH_FIELDS,
+    WanWorker,
+    check_against_model,
+    generate_table,
+    synthesis_watch,
+    video_relpath,
+    video_seconds,
+    video_seed,
+)
 from synthesis.gpu_pool import DeviceClaim, WorkerPool
 from synthesis.models import parse_wan_spec
 from synthesis.presets import synth_config
+from yume_core.config import ConfigError
+from yume_core.failfast import SystematicFailure
 from yume_core.media import probe_video, read_frames
 
 
@@ -68,10 +79,11 @@ def test_each_pipeline_writes_videos_that_decode_to_the_requested_frames_and_siz
         assert read_frames(tmp_path / row["video_path"]).shape == (5, 32, 48, 3)
         assert row["synth_pipeline"] == ("i2v" if needs_image else "t2v")
         assert row["synth_seed"] == video_seed(row["prompt_id"], 0)
-        assert row["synth_dtype"] == "float32" and row["synth_device"] == "cpu" and row["synth_seconds"] > 0
+        assert row["synth_dtype"] == "float32" and row["synth_device"] == "cpu"
         assert (row["synth_width"], row["synth_height"], row["synth_frames"], row["synth_steps"]) == (48, 32, 5, 2)
         assert row["synth_model"] == model and row["synth_preset"] == "tiny" and row["synth_attempts"] == 1
     assert {name for name, _ in SYNTH_FIELDS} <= set(out.column_names)
+    assert all(t > 0 for t in video_seconds(tmp_path, out["video_path"].to_pylist()))  # in the records, not here
     assert torch.get_num_threads() == 1  # the tiny preset's cpu_threads
 
 
@@ -157,6 +169,45 @@ def test_gpu_oom_retries_once_then_fails_only_that_row(tmp_path, monkeypatch):
     assert rows["d"]["error"] == "RuntimeError: shape mismatch in attention"
     assert attempts["bug"] == 1
     assert not (tmp_path / video_relpath("a")).exists()
+
+
+def test_a_run_whose_first_videos_all_fail_alike_stops_with_the_error(tmp_path, monkeypatch):
+    """Four rows, fail_fast 3: the first three fail with the same class, so the fourth is never attempted; the
+    same watch stops the next batch at once. One success among the first three, or another error class, and the
+    run goes on row by row."""
+    seen: list[str] = []
+
+    def broken(self, *args, **kwargs):
+        seen.append(kwargs["prompt"])
+        if kwargs["prompt"].startswith("ok"):
+            return original(self, *args, **kwargs)
+        raise (ValueError if kwargs["prompt"].startswith("other") else RuntimeError)("shape '[1, 45, 1, -1]' is bad")
+
+    original = WanPipeline.__call__
+    monkeypatch.setattr(WanPipeline, "__call__", broken)
+    config = synth_config("tiny", {"fail_fast": 3})
+    watch = synthesis_watch(config)
+    with pytest.raises(SystematicFailure, match=r"first 3 videos all failed with RuntimeError \(shape .*--preset"):
+        generate_table(prompts([(f"p{i}", f"bad {i}", None) for i in range(4)]), config, tmp_path, watch)
+    assert seen == ["bad 0", "bad 1", "bad 2"]
+    with pytest.raises(SystematicFailure):
+        generate_table(prompts([("q", "ok q", None)]), config, tmp_path, watch)
+    assert len(seen) == 3
+
+    for first in ("ok 0", "other 0"):
+        out = generate_table(prompts([("a", first, None)] + [(f"b{i}", f"bad {i}", None) for i in range(4)]),
+                             config, tmp_path / first)
+        assert out["reason"].to_pylist()[1:] == ["generation_error"] * 4
+    assert synth_config("tiny").fail_fast == 8
+
+
+def test_settings_the_model_cannot_render_are_refused_naming_presets_that_fit():
+    check_against_model(synth_config("tiny"))
+    check_against_model(synth_config("tiny", {"width": 512, "height": 512, "num_frames": 125}))
+    with pytest.raises(ConfigError, match=r"cannot render 1280x720, 81 frames.*at most 512.*\(tiny: --preset"):
+        check_against_model(synth_config("wan21-t2v-720p", {"model": "tiny-random"}))
+    with pytest.raises(ConfigError, match="frames must be at most 125"):
+        check_against_model(synth_config("tiny", {"model": "tiny-random-i2v-2.2", "num_frames": 129}))
 
 
 def test_a_killed_batch_resumes_without_regenerating_finished_videos(tmp_path, monkeypatch, calls):

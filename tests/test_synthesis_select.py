@@ -20,7 +20,7 @@ from synthesis.dedup_minhash import (
 )
 from synthesis.select import SelectConfig, select_prompts, selected
 from synthesis.select_csv import OpenVidFormatError, read_openvid_csv
-from synthesis.select_sample import OPENVID_HEADER, make_captions, write_openvid_csv
+from synthesis.select_sample import EDIT_VARIANTS, OPENVID_HEADER, make_captions, write_openvid_csv
 
 BASE = (
     "The video shows a young woman in a red coat walking her dog along a snowy park path at dusk, "
@@ -81,6 +81,35 @@ def test_planted_families_recovered_without_false_merges(tmp_path):
     assert all(fam_size[sample.family[row]] > 1 for row in removed)
     kinds = {r["reason"] for row, r in v.items() if sample.variant[row] == "changed_word"}
     assert "near_duplicate" in kinds
+
+
+def test_one_word_edits_of_short_captions_are_duplicates_and_their_template_alone_is_not(tmp_path):
+    """8-12 words: a replaced, inserted or deleted word leaves word-3-gram Jaccard far under 0.7, yet the default
+    finds each; captions sharing only the template ("The scene shows a ... in a ...") stay distinct."""
+    base = "The scene shows a tall man walking in a park."
+    captions = [base, base.replace("tall", "short"), base.replace("a park", "a quiet park"),
+                base.replace("tall ", ""), "The scene shows a small dog running in a garden.",
+                "The scene shows a red bus parked in a street."]
+    table, report = select_prompts(_rows(tmp_path, captions), SelectConfig(count=3))
+    v = _verdicts(table)
+    assert [v[i]["reason"] for i in range(6)] == [None, "near_duplicate", "near_duplicate", "near_duplicate",
+                                                   None, None]
+    assert {v[i]["duplicate_of"] for i in (1, 2, 3)} == {content_id(base)}
+    assert report["index"]["one_word_edit_pairs"] == 4  # the base with each variant; "short man" with "man"
+    older, _ = select_prompts(_rows(tmp_path, captions), SelectConfig(count=5, minhash=MinHashConfig(short_words=0)))
+    assert [_verdicts(older)[i]["reason"] for i in (1, 3)] == [None, None]  # word 3-grams alone miss these
+
+
+def test_planted_one_word_edits_of_short_captions_are_found_without_false_merges(tmp_path):
+    sample = make_captions(1500, dup_fraction=0.2, seed=2, short=True, variants=EDIT_VARIANTS)
+    table, _ = select_prompts(_rows(tmp_path, sample.captions), SelectConfig(count=1000))
+    v = _verdicts(table)
+    rep = {row: r["prompt_id"] if r["duplicate_of"] is None else r["duplicate_of"] for row, r in v.items()}
+    base, copy = sample.planted_pairs()
+    assert all(rep[b] == rep[c] for b, c in zip(base.tolist(), copy.tolist()))
+    fam_size = np.bincount(sample.family, minlength=len(sample.family))
+    removed = [row for row, r in v.items() if r["reason"] == "near_duplicate"]
+    assert len(removed) >= 290 and all(fam_size[sample.family[row]] > 1 for row in removed)
 
 
 def test_sampling_is_seeded_and_ids_follow_the_caption(tmp_path):

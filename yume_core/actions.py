@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from yume_core.config import load_named_yaml
+from yume_core.config import ConfigError, load_named_yaml
 
 KEY_LABELS = ("None", "W", "S", "D", "A", "W+D", "W+A", "S+D", "S+A")
 MOUSE_LABELS = ("·", "→", "←", "↑", "↓", "↑→", "↑←", "↓→", "↓←")
@@ -25,8 +25,8 @@ STILL_KEYS, STILL_MOUSE = KEY_LABELS[0], MOUSE_LABELS[0]
 VOCABULARY_DIR = Path(__file__).with_name("vocabularies")
 
 
-class VocabularyError(ValueError):
-    pass
+class VocabularyError(ConfigError):
+    """A vocabulary file or label that is not valid; the message names the file (or label) and the problem."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from yume_core.errors import InputError
 from yume_core.storage import atomic_path
 
 OK = "ok"
@@ -124,7 +125,13 @@ def write_manifest(table: pa.Table, path: str | Path, metadata: Mapping[str, str
 
 
 def read_manifest(path: str | Path) -> pa.Table:
-    return pq.read_table(path)
+    """The table; InputError naming the file when it is missing or not Parquet (a CSV passed by mistake, a
+    truncated download)."""
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(path, f"cannot be read as a Parquet manifest ({exc})",
+                         "pass a manifest.parquet that a yume-data command wrote") from exc
 
 
 def mark(table: pa.Table, mask: pa.Array, status: str, reason: str, error: pa.Array | str) -> pa.Table:

@@ -12,12 +12,19 @@ Forms:
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 TINY_RANDOM = "tiny-random"
 CHECKPOINT_MARKERS = ("config.json", "model_index.json")
+
+# Held around every `from_pretrained` of the toolkit. transformers and diffusers build a model under process-wide
+# patches (modules created on the meta device, then filled from the checkpoint); two threads loading at once (a flow's
+# task runner runs batches on threads) can leave one model's tied or missing weights on the meta device ("Cannot copy
+# out of meta tensor"). Loads are seconds against minutes of work, so serialising them costs nothing that matters.
+MODEL_LOAD_LOCK = threading.RLock()
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from yume_core.errors import RowError
+from yume_core.seeds import SEED_BITS
 
 Validator = Callable[["CaptionResult"], "str | RowError | None"]
 
@@ -44,8 +45,10 @@ ANSWER_RETRY_TEMPERATURE_STEP = 0.3
 @dataclass(frozen=True)
 class CaptionRequest:
     """One clip to caption. `key` identifies it in results, logs and (for servers) request headers; keep it unique
-    within a call. `messages` are OpenAI chat messages, images embedded. `seed` None means the backend's default.
-    `meta` is the caller's bookkeeping; backends do not send it."""
+    within a call. `messages` are OpenAI chat messages, images embedded. `seed` None means the backend's default;
+    the captioning stage gives every clip its own (`captioning.stage.caption_seed`), and every backend samples each
+    request from its own seed alone, never from a batch's shared RNG state. `meta` is the caller's bookkeeping;
+    backends do not send it."""
 
     key: str
     messages: list[dict]
@@ -113,10 +116,12 @@ def judge(validate: Validator | None, result: CaptionResult) -> RowError | None:
 
 
 def answer_sampling(temperature: float, seed: int, answer_retry: int) -> tuple[float, int]:
-    """Sampling for the `answer_retry`-th re-ask of a rejected answer (0: the first ask)."""
+    """Sampling for the `answer_retry`-th re-ask of a rejected answer (0: the first ask). The seed depends only on
+    the request's own seed and the ask, so a re-ask draws the same whatever else is in flight; it stays 63-bit."""
     if answer_retry == 0:
         return temperature, seed
-    return min(1.0, temperature + ANSWER_RETRY_TEMPERATURE_STEP * answer_retry), seed + answer_retry
+    temperature = min(1.0, temperature + ANSWER_RETRY_TEMPERATURE_STEP * answer_retry)
+    return temperature, (seed + answer_retry) & ((1 << SEED_BITS) - 1)
 
 
 def rejected(error: RowError, asks: int, text: str | None) -> RowError:

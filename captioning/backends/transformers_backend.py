@@ -15,20 +15,23 @@ Tiles. `max_tiles_per_image=1` (default) gives every image exactly one tile, as 
 for frames and as `serve-vlm` configures vLLM (`max_dynamic_patch: 1`); the frames are 448 px squares already
 (`captioning.frames`), so nothing is lost. Raise it for single high-resolution images.
 
-Generation. Requests are batched (left padding) and grouped by their sampling (max tokens, temperature, seed), one
-`generate` call per group under `torch.inference_mode`. Temperature 0 is greedy; above 0 it samples with that
-temperature and no top-k/top-p cut (what vLLM and the OpenAI API do by default), from a torch RNG seeded with the
-request's seed inside `fork_rng`, so a seeded request answers the same in the same batch on the same machine.
-bf16 on a GPU that supports it, else fp32. `finish_reason` is "stop" when the model emitted an end-of-turn token,
-"length" when it ran into `max_tokens`. `output_tokens` counts generated tokens including the end-of-turn token
-(as vLLM counts them); `prompt_tokens` counts the prompt without padding.
+Generation. One `generate` call per request under `torch.inference_mode`, not one per batch, and sampling from
+the request's own generator: a request's answer then depends on its own prompt and seed only. In a padded batch it
+would not (left padding shifts positions and changes the floating-point sums), nor with torch's global RNG, which
+every thread and model of the process shares (10 of 35 clips differed between two runs over the same manifest).
+Generating one request at a time costs ~2.8x the batched time on the tiny model (16 requests of 8 frames: 0.87 s
+against 0.31 s on 2 cores); production batches go through vLLM, whose per-request seeds keep batching. Temperature
+0 is greedy; above 0 it samples with that temperature and no top-k/top-p cut (what vLLM and the OpenAI API do by
+default) from the request's seed (`_SeededSampling`). bf16 on a GPU that supports it, else fp32. `finish_reason`
+is "stop" when the model emitted an end-of-turn token, "length" when it ran into `max_tokens`. `output_tokens`
+counts generated tokens including the end-of-turn token (as vLLM counts them); `prompt_tokens` counts the prompt.
 
 Threads. One model, one generation at a time: a lock serialises `caption` calls that share a backend (a flow's
 thread runner may run several batch tasks at once on the per-process backend from `captioning.factory`; they
-would only contend for the same cores, and seeding goes through torch's global RNG). On CPU, a model under
-`SMALL_MODEL_PARAMS` parameters (the tiny one) generates with one intra-op thread: its matrices are so small that
-torch's thread synchronisation dominates, and on a busy 2-core machine 2 threads measured 12x slower than 1
-(1.7 s vs 0.14 s for 160 tokens x 3 rows). Larger models keep torch's thread setting.
+would only contend for the same cores). On CPU, a model under `SMALL_MODEL_PARAMS` parameters (the tiny one)
+generates with one intra-op thread: its matrices are so small that torch's thread synchronisation dominates, and on
+a busy 2-core machine 2 threads measured 12x slower than 1 (1.7 s vs 0.14 s for 160 tokens x 3 rows). Larger
+models keep torch's thread setting.
 
 Per-request failures become results with a `RowError`: `caption_bad_input` (undecodable image, malformed messages,
 image count not matching the template's placeholders) and `caption_prompt_too_long` (prompt + max_tokens beyond the
@@ -62,7 +65,6 @@ SMALL_MODEL_PARAMS = 50_000_000
 
 @dataclass
 class _Prepared:
-    slot: int  # position in the batch
     text: str
     pixel_values: object  # torch.Tensor (tiles, 3, H, W) or None
 
@@ -187,22 +189,17 @@ class TransformersBackend(BatchedBackend):
                 torch.set_num_threads(threads)
 
     def _generate(self, batch: list[Attempt]) -> list[Outcome]:
-        outcomes: list[Outcome | None] = [None] * len(batch)
-        groups: dict[tuple, list[_Prepared]] = {}
-        for slot, attempt in enumerate(batch):
+        outcomes: list[Outcome] = []
+        for attempt in batch:
             try:
-                prepared = self._prepare(slot, attempt.request)
+                prepared = self._prepare(attempt.request)
             except RowError as exc:
-                outcomes[slot] = exc
+                outcomes.append(exc)
                 continue
-            key = (int(attempt.request.max_tokens), attempt.temperature, attempt.seed)
-            groups.setdefault(key, []).append(prepared)
-        for (max_tokens, temperature, seed), members in groups.items():
-            for prepared, outcome in zip(members, self._run(members, max_tokens, temperature, seed)):
-                outcomes[prepared.slot] = outcome
-        return outcomes  # type: ignore[return-value]
+            outcomes.append(self._run(prepared, int(attempt.request.max_tokens), attempt.temperature, attempt.seed))
+        return outcomes
 
-    def _prepare(self, slot: int, request: CaptionRequest) -> _Prepared:
+    def _prepare(self, request: CaptionRequest) -> _Prepared:
         import torch
 
         if int(request.max_tokens) < 1:
@@ -239,41 +236,53 @@ class TransformersBackend(BatchedBackend):
                     f"prompt of {n_prompt} tokens + max_tokens {request.max_tokens} exceeds the model's context of "
                     f"{self.max_context} tokens; send fewer or smaller frames",
                 )
-        return _Prepared(slot, text, pixel_values)
+        return _Prepared(text, pixel_values)
 
-    def _run(self, members: list[_Prepared], max_tokens: int, temperature: float, seed: int) -> list[Outcome]:
+    def _run(self, prepared: _Prepared, max_tokens: int, temperature: float, seed: int) -> Outcome:
         import torch
-        encoded = self.tokenizer(
-            [m.text for m in members], return_tensors="pt", padding=True, add_special_tokens=False
-        )
+        from transformers import LogitsProcessorList
+
+        encoded = self.tokenizer(prepared.text, return_tensors="pt", add_special_tokens=False)
         inputs = {k: v.to(self.device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
-        pixels = [m.pixel_values for m in members if m.pixel_values is not None]
-        if pixels:
-            inputs["pixel_values"] = torch.cat(pixels).to(self.device, self.dtype)
+        if prepared.pixel_values is not None:
+            inputs["pixel_values"] = prepared.pixel_values.to(self.device, self.dtype)
         config = copy.deepcopy(self.net.generation_config)
-        config.update(max_new_tokens=max_tokens, eos_token_id=self.eos_ids, pad_token_id=self.pad_id)
-        if temperature > 0:
-            config.update(do_sample=True, temperature=float(temperature))
+        # Sampling goes through `_SeededSampling` on top of a greedy pick, never through torch's global RNG.
+        config.update(max_new_tokens=max_tokens, eos_token_id=self.eos_ids, pad_token_id=self.pad_id,
+                      do_sample=False, temperature=None, top_p=None, top_k=None)
+        processors = LogitsProcessorList([_SeededSampling(temperature, seed)] if temperature > 0 else [])
+        with torch.inference_mode():
+            out = self.net.generate(**inputs, generation_config=config, logits_processor=processors)
+        n_prompt = inputs["input_ids"].shape[1]
+        row = out[0, n_prompt:].tolist()
+        stop = next((i for i, t in enumerate(row) if t in self.eos_ids), None)
+        if stop is None:
+            tokens, finish, n_out = row, "length", len(row)
         else:
-            config.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.inference_mode(), torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            out = self.net.generate(**inputs, generation_config=config)
-        prompt_len = inputs["input_ids"].shape[1]
-        prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
-        generated = out[:, prompt_len:].tolist()
-        eos = set(self.eos_ids)
-        outcomes: list[Outcome] = []
-        for row, n_prompt in zip(generated, prompt_tokens):
-            stop = next((i for i, t in enumerate(row) if t in eos), None)
-            if stop is None:
-                tokens, finish, n_out = row, "length", len(row)
-            else:
-                tokens, finish, n_out = row[:stop], "stop", stop + 1
-            text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-            outcomes.append(Generation(text, finish, int(n_prompt), n_out))
-        return outcomes
+            tokens, finish, n_out = row[:stop], "stop", stop + 1
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        return Generation(text, finish, int(n_prompt), n_out)
+
+
+class _SeededSampling:
+    """Samples the next token with temperature from the request's own `torch.Generator` (Gumbel-max: the argmax of
+    logits / T + Gumbel noise is a draw from softmax(logits / T)). Why not `do_sample=True`: that draws from torch's
+    process-wide RNG, which every thread and every model in the process shares, so a caption would depend on what
+    else ran at the same time. The noise is drawn on the CPU, so a seed draws the same on every device. It runs after
+    the model's own logits processors (repetition penalty, n-gram bans), as temperature does under `do_sample`."""
+
+    def __init__(self, temperature: float, seed: int):
+        import torch
+
+        self.temperature = float(temperature)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        u = torch.rand(scores.shape, generator=self.generator, dtype=torch.float32)
+        gumbel = -torch.log(-torch.log(u.clamp_min(torch.finfo(torch.float32).tiny)))
+        return scores.float() / self.temperature + gumbel.to(scores.device)
 
 
 def _processor_chat_template(source: str) -> str | None:
