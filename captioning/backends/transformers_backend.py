@@ -57,6 +57,7 @@ from captioning.backends.inprocess import (
 from captioning.backends.model_spec import resolve_model
 from captioning.backends.totals import Stats
 from yume_core.errors import RowError
+from yume_core.model_spec import MODEL_LOAD_LOCK
 
 __all__ = ["TransformersBackend"]
 
@@ -118,7 +119,9 @@ class TransformersBackend(BatchedBackend):
         self.image_processor = AutoImageProcessor.from_pretrained(self.source)
         if not progress:  # a batch job's log should not carry a weight-loading bar per worker
             hf_logging.disable_progress_bar()
-        self.net = AutoModelForImageTextToText.from_pretrained(self.source, dtype=self.dtype).to(self.device).eval()
+        with MODEL_LOAD_LOCK:
+            self.net = AutoModelForImageTextToText.from_pretrained(self.source, dtype=self.dtype)
+        self.net = self.net.to(self.device).eval()
         # The processor's (multimodal) template wins over the tokenizer's, which may be the text-only one.
         self.chat_template = _processor_chat_template(self.source) or self.tokenizer.chat_template
         if not self.chat_template:
