@@ -1,4 +1,5 @@
-"""`yume-data train` and `yume-data infer-check`: the TSCM training stub on shards, and its rollout check."""
+"""`yume-data train` and `yume-data infer-check`: the TSCM training stub on the mixture (or one shard folder), and
+its rollout check in both tasks."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import click
 
-# A walk that exercises every kind of action: forward, strafes, turns, tilts, standing still, backing up.
+# A walk that exercises every kind of action: forward, strafes, turns, tilts, standing still, backing up (the same
+# walk as training_stub.infer_check.DEFAULT_ACTIONS).
 DEFAULT_ACTIONS = "W,W,W+D,W→,W,·←,W+A,A,W,·↑,W,S,W↓,D,W←,W"
 MOUSE_CHARS = "→←↑↓"
 
@@ -31,34 +33,59 @@ def parse_actions(spec: str) -> list[tuple[str, str]]:
 
 
 @click.command("train")
-@click.option("--shards", required=True, type=click.Path(exists=True), help="Folder of WebDataset shards (*.tar).")
+@click.option("--mixture", type=click.Path(exists=True, dir_okay=False),
+              help="The mixture to train (OUT/mixture.yaml, an Energon metadataset of weighted sets).")
+@click.option("--shards", type=click.Path(exists=True),
+              help="One folder of WebDataset shards (*.tar) instead of a mixture.")
 @click.option("--config", "config_name", default="cpu", show_default=True,
               help="Preset (cpu, big) or a YAML file merged over one (`preset: big` at its top; default cpu).")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Run folder: checkpoints/, loss.jsonl, loss.png, the action cache.")
+              help="Run folder: checkpoints/, metrics.jsonl, loss.png, the action cache.")
 @click.option("--steps", type=click.IntRange(min=1), help="Train until this many optimiser steps (default: config).")
+@click.option("--schedule", help="Task of each step, cycled: 't2v,i2v' (the default: alternating), 't2v', ...")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue from the newest checkpoint under --output when there is one.")
 @click.option("--action-cache", type=click.Path(exists=True, dir_okay=False),
               help="Action-phrase cache (yume-data embed-actions); default: computed into --output when absent.")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
-def train(shards, config_name, output, steps, resume, action_cache, device):
-    """Train the TSCM DiT stub (rectified flow over latent chunks) on shards; resumable."""
+@click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Intra-op CPU threads (0: PyTorch's default). The cpu preset's model is small: on a shared or "
+                   "busy machine 1 is often fastest.")
+def train(mixture, shards, config_name, output, steps, schedule, resume, action_cache, device, threads):
+    """Train the TSCM DiT stub (rectified flow over latent chunks) on the mixture, T2V and I2V steps alternating;
+    resumable."""
     from training_stub.config import load_config
+    from training_stub.train import METRICS_LOG
     from training_stub.train import train as run_train
     from yume_core.config import ConfigError
 
+    if (mixture is None) == (shards is None):
+        raise click.UsageError("give --mixture (OUT/mixture.yaml) or --shards (one shard folder)")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     try:
-        config = load_config(config_name)
+        config = load_config(config_name, {"schedule": schedule})
     except (ConfigError, ValueError) as e:
-        raise click.BadParameter(str(e), param_hint="--config") from None
-    summary = run_train(shards, config, output, steps=steps, resume=resume, action_cache=action_cache,
-                        device=device, log=lambda m: click.echo(m, err=True))
-    click.echo(
-        f"{summary['steps']} steps in {summary['elapsed_s'] / 60:.1f} min; loss {summary['loss_start']:.4f} -> "
-        f"{summary['loss_end']:.4f} (means of the first and last {summary['mean_over_steps']} steps)\n"
-        f"checkpoint: {summary['checkpoint']}\nloss curve: {Path(output) / 'loss.png'}"
-    )
+        raise click.BadParameter(str(e), param_hint="--config/--schedule") from None
+    try:
+        summary = run_train(shards, config, output, steps=steps, resume=resume, action_cache=action_cache,
+                            device=device, log=lambda m: click.echo(m, err=True), mixture=mixture)
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+    lines = [f"{summary['steps']} steps in {summary['elapsed_s'] / 60:.1f} min; loss {summary['loss_start']:.4f} -> "
+             f"{summary['loss_end']:.4f} (means of the first and last {summary['mean_over_steps']} steps)"]
+    for task, t in summary["tasks"].items():
+        lines.append(f"  {task}: {t['steps']} steps, loss {t['loss_start']:.4f} -> {t['loss_end']:.4f}")
+    requested, expected = summary.get("requested") or {}, summary.get("expected") or {}
+    for name, count in summary["windows_by_set"].items():
+        want = (f", expected {100 * expected[name]:.0f}% from weight {100 * requested[name]:.0f}% and the tasks "
+                "it trains" if name in requested else "")
+        lines.append(f"  set {name}: {count} windows ({100 * summary['realized'][name]:.0f}%{want})")
+    lines += [f"checkpoint: {summary['checkpoint']}", f"metrics: {Path(output) / METRICS_LOG}",
+              f"loss curve: {Path(output) / 'loss.png'}"]
+    click.echo("\n".join(lines))
 
 
 @click.command("infer-check")
@@ -69,6 +96,8 @@ def train(shards, config_name, output, steps, resume, action_cache, device):
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
               help="Where the JSON, plot and video go (default: <run>/infer-check).")
 @click.option("--modes", default="tscm,full,sliding", show_default=True, help="History modes to roll out.")
+@click.option("--tasks", default="t2v,i2v", show_default=True,
+              help="Tasks to roll out: t2v (from text alone), i2v (from the start frame).")
 @click.option("--start-image", type=click.Path(exists=True, dir_okay=False), help="Start frame (any image).")
 @click.option("--shards", type=click.Path(exists=True),
               help="Take the start frame from these shards' first clip (default: the training shards, if present).")
@@ -84,53 +113,40 @@ def train(shards, config_name, output, steps, resume, action_cache, device):
               help="Intra-op CPU threads (0: PyTorch's default). With several, a small model's timings measure mostly "
                    "their synchronisation, which a busy machine makes erratic.")
 @click.option("--seed", default=0, show_default=True)
-def infer_check(checkpoint, chunks, steps, output, modes, start_image, shards, actions, prompt, flat_from, flat_to,
-                repeats, device, threads, seed):
-    """Roll out K chunks per history mode; pass when TSCM's per-chunk time is flat while full context grows."""
-    import quantize_actions
+def infer_check(checkpoint, chunks, steps, output, modes, tasks, start_image, shards, actions, prompt, flat_from,
+                flat_to, repeats, device, threads, seed):
+    """Roll out K chunks per task (T2V from text, I2V from a start frame) and history mode; pass when every rollout
+    is finite and TSCM's per-chunk time is flat while full context grows, in every task."""
     from training_stub.config import MODES
-    from training_stub.infer_check import load_trained, run_check, start_latent
-    from training_stub.train import TextSide, resolve_device
+    from training_stub.infer_check import TASKS, check_checkpoint
+    from yume_core.actions import VocabularyError
 
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]
     unknown = sorted(set(mode_list) - set(MODES))
-    if unknown:
+    if unknown or not mode_list:
         raise click.BadParameter(f"unknown mode(s) {unknown}; known: {list(MODES)}", param_hint="--modes")
-    import torch
-
-    dev = resolve_device(device)
-    if dev.type == "cpu" and threads > 0:
-        torch.set_num_threads(threads)
-    model, config, folder, state = load_trained(checkpoint, dev)
-    run_dir = folder.parent.parent
-    cache_path = Path(state.get("action_cache") or "action_cache.safetensors")
-    if not cache_path.is_absolute():
-        cache_path = run_dir / cache_path
-    text = TextSide(config.text_encoder, config.text_max_length, cache_path)
-    vocabulary = quantize_actions.load_vocabulary(text.actions.metadata.get("vocabulary", "yume15"))
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not task_list or set(task_list) - set(TASKS):
+        raise click.BadParameter(f"{tasks!r}: a comma-separated subset of t2v, i2v", param_hint="--tasks")
+    pairs = parse_actions(actions)
     try:
-        phrases = [vocabulary.phrase(k, m) for k, m in parse_actions(actions)]
-    except quantize_actions.VocabularyError as e:
+        report = check_checkpoint(checkpoint, output, chunks, steps, mode_list, task_list, pairs, prompt, start_image,
+                                  shards, flat_from, flat_to, repeats, device, threads, seed,
+                                  log=lambda m: click.echo(m, err=True))
+    except VocabularyError as e:
         raise click.BadParameter(str(e), param_hint="--actions") from None
-    contexts = [text.context(prompt, [p]) for p in phrases]
-    if shards is None and start_image is None and state.get("shards") and Path(state["shards"]).exists():
-        shards = state["shards"]
-    start, source = start_latent(config.data.latents, start_image, shards, config.data)
-    click.echo(f"checkpoint {folder} (step {state['step']}); start: {source}; {len(phrases)} actions cycled", err=True)
-    report = run_check(
-        model, start, contexts, output or run_dir / "infer-check", chunks, config.data.chunk_latents,
-        steps or config.sample_steps, mode_list, first=flat_from, last=min(flat_to, chunks),
-        decode=config.data.latents.decode, seed=seed, repeats=repeats, log=lambda m: click.echo(m, err=True),
-    )
     verdict = report["verdict"]
-    out = output or run_dir / "infer-check"
+    out = Path(report["output"])
     first, last = verdict["window"]
-    for mode, change in verdict["change"].items():
-        click.echo(f"{mode:>8}: per-chunk time {100 * change:+.1f}% over chunks {first}..{last} (fit), "
-                   f"last/first {verdict['growth'][mode]:.2f}x")
+    for task, part in report["tasks"].items():
+        v = part["verdict"]
+        for mode, change in v["change"].items():
+            click.echo(f"{task} {mode:>8}: per-chunk time {100 * change:+.1f}% over chunks {first}..{last} (fit), "
+                       f"last/first {v['growth'][mode]:.2f}x")
+        click.echo(f"{task}: {'pass' if v['passed'] else 'FAIL'}; video: {part['videos'].get('tscm', '-')}")
     click.echo(f"report: {out / 'infer_check.json'}, plot: {out / 'infer_check.png'}")
     if not verdict["passed"]:
         for reason in verdict["reasons"]:
             click.echo(f"FAIL: {reason}", err=True)
         sys.exit(1)
-    click.echo("PASS: TSCM's per-chunk time stays flat while full context grows")
+    click.echo(f"PASS ({', '.join(task_list)}): TSCM's per-chunk time stays flat while full context grows")

@@ -1,5 +1,6 @@
 """Training windows: the latent space, window cutting, action alignment and the streaming loader over real shards."""
 
+import dataclasses
 import functools
 import http.server
 import itertools
@@ -28,7 +29,7 @@ from training_stub.windows import (
     cut_windows,
     timeline_scale,
     window_actions,
-    window_text,
+    sample_tasks,
 )
 from yume_core.actions import phrase_table
 from yume_core.config import from_dict, to_dict
@@ -142,9 +143,14 @@ def test_timeline_scale_and_text_choice():
     assert timeline_scale({}) == 1.0
     kept = {"fps": 29.97, "frames": 1800, "actions": {"fps": 30.0, "frames": 1800}, "provenance": {"shards": {"fps": None}}}
     assert timeline_scale(kept) == 1.0  # the source mp4 as it is: pose i is frame i
-    assert window_text({"scene": "A street.", "caption_event": " A parade passes. "}) == "A parade passes."
-    assert window_text({"scene": "A street.", "caption_event": None}) == "A street."
-    assert window_text({"scene": None}) == "" and window_text(None) == ""
+    # schema v1: the sample's own tasks and texts (a listed task without text is not trained)
+    v1 = {"set": "event", "tasks": ["t2v", "i2v"], "event_text": {"t2v": " A storm. ", "i2v": None}}
+    assert sample_tasks(v1) == ("event", ("t2v",), {"t2v": "A storm.", "i2v": None})
+    # written before schema v1: T2V on the scene caption, I2V on the event caption when there is one
+    old = {"captions": {"scene": "A street.", "caption_event": " A parade passes. "}}
+    assert sample_tasks(old) == ("real_world", ("t2v", "i2v"), {"t2v": "A street.", "i2v": "A parade passes."})
+    assert sample_tasks({"captions": {"scene": "A street.", "caption_event": None}})[1] == ("t2v",)
+    assert sample_tasks({})[1] == ()
 
 
 # ------------------------------------------------------------------------------------------------ loader
@@ -284,43 +290,57 @@ def test_ranks_of_a_distributed_job_split_the_shards(data, monkeypatch):
     assert sorted(per_rank[0] + per_rank[1]) == sorted(everything)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_resume_skips_finished_shards_and_loses_nothing(data, workers):
+@pytest.mark.parametrize(("workers", "cuts"), [(0, (1, 6, 9)), (2, (5,))])
+def test_resume_is_exact(data, workers, cuts):
+    """A loader resumed from a saved position hands out exactly what an uninterrupted one would have, in order:
+    mid-shard with windows in the shuffle buffer, while the buffer drains at the end of an epoch, in the next epoch,
+    and with workers, whose turn comes next."""
     cfg = DataConfig(shuffle_buffer=3, workers=workers, seed=5)
-    per_shard = {}
-    for url in resolve_shards(data["plain"]):
-        per_shard[url] = _keys(WindowLoader([url], DataConfig(shuffle_buffer=0), epochs=1))
-    urls = resolve_shards(data["plain"])
-    order = [urls[i] for i in shard_order(len(urls), cfg.seed, 0)]
-
-    first = WindowLoader(data["plain"], cfg, epochs=1)
-    it = iter(first)
-    seen = [next(it)["key"] for _ in range(6)]
-    state = json.loads(json.dumps(first.state_dict()))
-    del it
-    assert state["epoch"] == 0 and state["shards_done"] == 2  # the third shard is still being read
-    finished = {k for url in order[: state["shards_done"]] for k in per_shard[url]}
-    assert finished <= set(seen)  # a shard counts as done only once all its windows were handed out
-
-    resumed = WindowLoader(data["plain"], cfg, epochs=1)
-    resumed.load_state_dict(state)
-    rest = _keys(resumed)
-    assert not finished & set(rest)  # finished shards are not read again
-    assert set(seen) | set(rest) == {k for keys in per_shard.values() for k in keys}  # at least once
-    assert len(rest) == 7 - len(finished)
-    assert resumed.state_dict()["epoch"] == 1 and resumed.state_dict()["shards_done"] == 0
-    bad = WindowLoader(data["plain"], DataConfig(seed=6))
+    straight = list(WindowLoader(data["plain"], cfg, epochs=2))
+    everything = [w["key"] for w in straight]
+    assert sorted(everything) == sorted(_keys(WindowLoader(data["plain"], DataConfig(), epochs=1)) * 2)
+    for cut in cuts:
+        first = WindowLoader(data["plain"], cfg, epochs=2)
+        it = iter(first)
+        seen = [next(it)["key"] for _ in range(cut)]
+        state = json.loads(json.dumps(first.state_dict()))
+        del it
+        resumed = WindowLoader(data["plain"], cfg, epochs=2)
+        resumed.load_state_dict(state)
+        rest = list(resumed)
+        assert seen + [w["key"] for w in rest] == everything, cut
+        assert torch.equal(rest[0]["chunk"], straight[cut]["chunk"])
+        assert torch.equal(rest[0]["history"], straight[cut]["history"])
+        assert resumed.stats == {"windows": 14, "too_short": 2}
     with pytest.raises(ValueError, match="shard order differs"):
-        bad.load_state_dict(state)
+        WindowLoader(data["plain"], DataConfig(seed=6)).load_state_dict(state)
+    with pytest.raises(ValueError, match="shuffle buffer"):
+        WindowLoader(data["plain"], dataclasses.replace(cfg, shuffle_buffer=5)).load_state_dict(state)
 
 
-def test_state_counts_a_shard_done_as_its_last_window_goes_out(data):
-    urls = resolve_shards(data["plain"])[:2]  # 4 and 3 windows
-    loader = WindowLoader(urls, DataConfig(shuffle_buffer=0, seed=2), epochs=1)
-    counts = [len(_keys(WindowLoader([urls[i]], DataConfig(), epochs=1))) for i in shard_order(2, 2, 0)]
-    assert sorted(counts) == [3, 4]
-    states = [(loader.state_dict()["epoch"], loader.state_dict()["shards_done"]) for _ in loader]
-    assert states == [(0, 0)] * (counts[0] - 1) + [(0, 1)] * counts[1] + [(1, 0)]
+def test_a_position_saved_at_a_shard_boundary_still_loads(data):
+    """Positions saved before they were exact ({epoch, shards_done}) resume at that shard boundary."""
+    urls = resolve_shards(data["plain"])
+    cfg = DataConfig(shuffle_buffer=0, seed=2)
+    order = [urls[i] for i in shard_order(len(urls), cfg.seed, 0)]
+    loader = WindowLoader(data["plain"], cfg, epochs=1)
+    loader.load_state_dict({"epoch": 0, "shards_done": 1, "num_shards": 3, "seed": 2})
+    assert _keys(loader) == _keys(WindowLoader(order[1:], DataConfig(shuffle_buffer=0), epochs=1))
+
+
+def test_task_streams_hold_the_windows_that_train_the_task(data):
+    """Only the first clip has an event caption: it alone trains I2V; every clip trains T2V on its scene caption."""
+    i2v = WindowLoader(data["plain"], DataConfig(shuffle_buffer=0), epochs=1, task="i2v")
+    windows = list(i2v)
+    assert len(windows) == 2 and {w["texts"]["i2v"] for w in windows} == {EVENT}
+    assert all(w["tasks"] == ["t2v", "i2v"] and w["set"] == "real_world" for w in windows)
+    assert i2v.stats == {"windows": 2, "task_not_trained": 4}  # the too-short clip is passed over before decoding
+    t2v = list(WindowLoader(data["plain"], DataConfig(shuffle_buffer=0), epochs=1, task="t2v"))
+    assert len(t2v) == 7 and all(w["texts"]["t2v"] and "t2v" in w["tasks"] for w in t2v)
+    # a stream with nothing to give ends instead of spinning, even without an epoch limit
+    urls = resolve_shards(data["plain"])
+    lonely = [u for u in urls if not _keys(WindowLoader([u], DataConfig(), epochs=1, task="i2v"))]
+    assert _keys(WindowLoader(lonely, DataConfig(), task="i2v")) == []
 
 
 def _tar(path, samples):
@@ -329,7 +349,7 @@ def _tar(path, samples):
             sink.write(s)
 
 
-def test_damaged_samples_are_skipped_and_counted(data, tmp_path):
+def test_damaged_samples_are_skipped_and_unlabelled_ones_trained(data, tmp_path):
     good = next(iter(_samples(data["plain"]).values()))
     meta = json.loads(good["json"])
     _tar_samples = [
@@ -341,10 +361,13 @@ def test_damaged_samples_are_skipped_and_counted(data, tmp_path):
     ]
     _tar(tmp_path / "shard-000000.tar", _tar_samples)
     loader = WindowLoader(tmp_path, DataConfig(), epochs=1)
-    keys = _keys(loader)
+    windows = list(loader)
     n = len(cut_windows(SPACE.num_latents(meta["frames"]), 8, 8, SPACE))
-    assert sorted(keys) == [f"fine#{i}" for i in range(n)]
-    assert loader.stats == {"windows": n, "video_undecodable": 1, "json_invalid": 1, "no_actions": n}
+    # a clip without action labels trains with an empty action description; damaged ones are skipped
+    expected = [f"{key}#{i}" for key in ("fine", "no_chunks") for i in range(n)]
+    assert sorted(w["key"] for w in windows) == sorted(expected)
+    assert all(bool(w["actions"]) == w["key"].startswith("fine") for w in windows)
+    assert loader.stats == {"windows": 2 * n, "video_undecodable": 1, "json_invalid": 1, "no_actions": n}
 
 
 def test_config_builds_from_yaml_dicts_and_rejects_nonsense():

@@ -91,7 +91,7 @@ def test_real_rollout_fails_when_history_is_not_bounded(one_thread):
     assert verdict["reasons"][0].startswith("TSCM's per-chunk time changed by +")
 
 
-def test_run_check_writes_report_plot_and_video(tmp_path):
+def test_run_check_writes_report_plot_and_video_per_task(tmp_path):
     model = _model(((2, 1, 2, 2), (8, 1, 4, 4)))
     frames = []
 
@@ -101,12 +101,32 @@ def test_run_check_writes_report_plot_and_video(tmp_path):
 
     report = run_check(model, torch.randn(12, 8, 8), [torch.randn(3, 8)], tmp_path, chunks=6, chunk_latents=2,
                        steps=2, modes=("tscm", "sliding"), first=1, last=6, decode=decode, log=lambda m: None)
-    assert not report["verdict"]["passed"] and "mode full was not run" in report["verdict"]["reasons"][0]
+    verdict = report["verdict"]
+    assert not verdict["passed"] and verdict["tasks"] == {"t2v": False, "i2v": False}
+    assert verdict["reasons"] == [f"{t}: mode full was not run; the check compares tscm with full context"
+                                  for t in ("t2v", "i2v")]
     saved = json.loads((tmp_path / "infer_check.json").read_text())
-    assert saved["verdict"] == report["verdict"] and set(saved["modes"]) == {"tscm", "sliding"}
-    assert len(saved["modes"]["tscm"]) == 6 and saved["memory_method"] == "estimate"
-    assert (tmp_path / "infer_check.png").read_bytes()[:4] == b"\x89PNG"
-    assert frames == [(13, 12, 8, 8)] and (tmp_path / "rollout_tscm.mp4").stat().st_size > 0
+    assert saved["verdict"] == verdict and set(saved["tasks"]) == {"t2v", "i2v"}
+    for task in ("t2v", "i2v"):
+        part = saved["tasks"][task]
+        assert set(part["modes"]) == {"tscm", "sliding"} and len(part["modes"]["tscm"]) == 6
+        assert (tmp_path / f"rollout_{task}_tscm.mp4").stat().st_size > 0
+    assert saved["tasks"]["t2v"]["modes"]["tscm"][0]["history_latents"] == 0  # from text alone
+    assert saved["tasks"]["i2v"]["modes"]["tscm"][0]["history_latents"] == 1  # from the start frame
+    assert saved["memory_method"] == "estimate" and (tmp_path / "infer_check.png").read_bytes()[:4] == b"\x89PNG"
+    assert frames == [(13, 12, 8, 8)] * 2
+
+
+def test_t2v_rollout_generates_the_first_frame_and_i2v_keeps_the_start(one_thread):
+    model = _model(((2, 1, 2, 2), (8, 1, 4, 4)))
+    start = torch.randn(12, 8, 8)
+    i2v, s_i2v = rollout(model, start, [torch.randn(3, 8)], 3, 2, 2, "tscm", repeats=0, task="i2v")
+    t2v, s_t2v = rollout(model, start, [torch.randn(3, 8)], 3, 2, 2, "tscm", repeats=0, task="t2v")
+    assert i2v.shape == t2v.shape == (7, 12, 8, 8)
+    assert torch.equal(i2v[0], start) and not torch.equal(t2v[0], start)
+    assert [s.history_latents for s in s_i2v] == [1, 3, 5] and [s.history_latents for s in s_t2v] == [0, 3, 5]
+    with pytest.raises(ValueError, match="task"):
+        rollout(model, start, [torch.randn(3, 8)], 1, 2, 2, "tscm", task="v2v")
 
 
 def test_parse_actions():
@@ -160,8 +180,11 @@ def test_cli_trains_on_shards_resumes_and_checks(tmp_path, demo_shards):
     res = runner.invoke(main, ["infer-check", "--checkpoint", str(run), "--chunks", "6", "--flat-from", "1",
                                "--flat-to", "6", "--modes", "tscm,sliding", "--actions", "W,·→,W+A", "--steps", "2"])
     assert res.exit_code == 1, res.output
-    assert "FAIL: mode full was not run" in res.output and "first frame of" in res.output
+    assert "FAIL: i2v: mode full was not run" in res.output and "first frame of" in res.output
+    assert "FAIL: t2v: mode full was not run" in res.output
     report = json.loads((run / "infer-check" / "infer_check.json").read_text())
-    assert len(report["modes"]["tscm"]) == 6 and report["videos"]["tscm"].endswith("rollout_tscm.mp4")
+    for task in ("t2v", "i2v"):
+        assert len(report["tasks"][task]["modes"]["tscm"]) == 6
+        assert report["tasks"][task]["videos"]["tscm"].endswith(f"rollout_{task}_tscm.mp4")
     res = runner.invoke(main, ["infer-check", "--checkpoint", str(run), "--actions", "Q"])
     assert res.exit_code == 2 and "unknown keys label" in res.output

@@ -10,7 +10,7 @@ from training_stub import checkpoint as ckpt
 from training_stub.config import config_from_dict, load_config
 from training_stub.train import (
     ACTION_CACHE,
-    LOSS_LOG,
+    METRICS_LOG,
     LOSS_PLOT,
     Trainer,
     collate,
@@ -91,7 +91,7 @@ def test_loss_falls_and_the_run_leaves_a_log_a_plot_and_a_checkpoint(tmp_path, c
     summary = train(None, config, tmp_path, action_cache=cache, device="cpu",
                     windows=ExactWindows(config, phrases), log=_silent)
     assert summary["steps"] == 80
-    rows = [json.loads(line) for line in (tmp_path / LOSS_LOG).read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / METRICS_LOG).read_text().splitlines()]
     first, last = (sum(r["loss"] for r in part) / 10 for part in (rows[:10], rows[-10:]))
     assert last < 0.8 * first, (first, last)  # measured: about 1.47 -> 1.04
     assert [r["step"] for r in rows] == list(range(1, 81)) and all(r["windows"] == 4 for r in rows)
@@ -131,14 +131,14 @@ def test_resume_from_a_checkpoint_gives_the_same_next_loss(tmp_path, cache):
     phrases = PHRASES[:3]
     straight = tmp_path / "straight"
     train(None, config, straight, action_cache=cache, device="cpu", windows=ExactWindows(config, phrases), log=_silent)
-    expected = [json.loads(line)["loss"] for line in (straight / LOSS_LOG).read_text().splitlines()][-1]
+    expected = [json.loads(line)["loss"] for line in (straight / METRICS_LOG).read_text().splitlines()][-1]
     # a second run starts from the step-5 checkpoint the first one wrote midway, with fresh objects everywhere
     resumed = tmp_path / "resumed"
     shutil.copytree(ckpt.step_dir(straight, 5), ckpt.step_dir(resumed, 5))
     (resumed / "checkpoints" / ckpt.LATEST).write_text("step-0000005\n")
     summary = train(None, config, resumed, action_cache=cache, device="cpu", windows=ExactWindows(config, phrases),
                     log=_silent)
-    rows = [json.loads(line) for line in (resumed / LOSS_LOG).read_text().splitlines()]
+    rows = [json.loads(line) for line in (resumed / METRICS_LOG).read_text().splitlines()]
     assert summary["steps"] == 6 and [r["step"] for r in rows] == [6]
     assert rows[0]["loss"] == pytest.approx(expected, rel=1e-5, abs=1e-7)
     # without the checkpoint (another data position, another RNG state) the step differs

@@ -15,6 +15,7 @@ from typing import Any
 
 from training_stub.data import DataConfig
 from yume_core.config import ConfigError, from_dict, load_yaml, merge, to_dict
+from yume_core.samples import TASKS
 
 MODES = ("tscm", "full", "sliding")
 
@@ -104,6 +105,10 @@ class TrainConfig:
     CPUs without AMX, and the CPU preset is small enough for fp32), `bf16` forces it, `off` disables it.
     `timesteps`: `logit_normal` (SD3's choice: most samples at mid noise, where the velocity is hardest) or `uniform`.
     `text_dropout`: probability of dropping a window's text (event + action) for classifier-free guidance.
+    `schedule`: the task of each step, cycled (Yume-1.5 alternates T2V and I2V): step s trains
+    `schedule[s % len(schedule)]`. A T2V step conditions on text (and the history of a continuing chunk) only: a
+    clip's first chunk is generated together with its first frame, from noise. An I2V step keeps the first frame
+    clean as the condition (history at timestep 0, outside the loss).
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -121,8 +126,13 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 250
     seed: int = 0
+    schedule: tuple[str, ...] = ("t2v", "i2v")
 
     def __post_init__(self):
+        schedule = self.schedule.replace("/", ",").split(",") if isinstance(self.schedule, str) else self.schedule
+        object.__setattr__(self, "schedule", tuple(str(t).strip() for t in schedule if str(t).strip()))
+        if not self.schedule or set(self.schedule) - set(TASKS):
+            raise ConfigError(f"schedule must be a non-empty list of {list(TASKS)}, got {list(self.schedule)}")
         if self.autocast not in ("auto", "bf16", "off"):
             raise ConfigError(f"autocast must be auto, bf16 or off, got {self.autocast!r}")
         if self.timesteps not in ("logit_normal", "uniform"):

@@ -22,14 +22,20 @@ def noisy(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tenso
     return (1 - tt) * x0 + tt * noise
 
 
-def velocity_loss(pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor | None = None
-                  ) -> torch.Tensor:
-    """Mean squared error against the target velocity; `mask` [B, T] leaves padded latents out of the mean."""
+def velocity_loss(pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor | None = None,
+                  per_sample: bool = False):
+    """Mean squared error against the target velocity; `mask` [B, T] leaves padded latents out of the mean.
+    `per_sample`: (the loss, each sample's own mean [B]) instead of the loss alone."""
     err = (pred.float() - (noise - x0).float()).pow(2)
     if mask is None:
-        return err.mean()
+        loss = err.mean()
+        return (loss, err.flatten(1).mean(1)) if per_sample else loss
     m = mask.to(err.dtype).view(*mask.shape, *([1] * (err.dim() - 2)))
-    return (err * m).sum() / (m.sum() * err[0, 0].numel()).clamp_min(1)
+    cell = err[0, 0].numel()
+    loss = (err * m).sum() / (m.sum() * cell).clamp_min(1)
+    if not per_sample:
+        return loss
+    return loss, (err * m).flatten(1).sum(1) / (m.flatten(1).sum(1) * cell).clamp_min(1)
 
 
 def euler_schedule(steps: int, shift: float = 1.0) -> torch.Tensor:

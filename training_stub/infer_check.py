@@ -1,9 +1,14 @@
-"""Inference check: roll a trained model out chunk by chunk and show that TSCM's cost per chunk stops growing.
+"""Inference check: roll a trained model out chunk by chunk, in both tasks, and show that TSCM's cost per chunk stops
+growing.
 
-From a start frame and a sequence of actions, each mode (`tscm`, `full`, `sliding`) generates K chunks
-autoregressively: chunk k is sampled (a few Euler steps) conditioned on the start latent and every chunk generated
-before it. Per chunk we record wall time, a robust time, the history's token counts and peak memory; the TSCM
-rollout is decoded and written as a video; the curves go to `infer_check.json` and `infer_check.png`.
+Both tasks the model trains are rolled out. I2V starts from a start frame: chunk k is sampled (a few Euler steps)
+conditioned on the start latent and every chunk generated before it. T2V starts from text alone: the first chunk is
+generated together with its first frame from noise (no history), and every later chunk continues what was generated,
+as in training (`training_stub.train`). For each task, each history mode (`tscm`, `full`, `sliding`) generates K
+chunks autoregressively from the same action sequence. Per chunk we record wall time, a robust time, the history's
+token counts and peak memory; each task's TSCM rollout is decoded and written as a video; the curves go to
+`infer_check.json` and `infer_check.png`. A task passes when its rollouts stay finite and its timings pass the
+verdict below; the check passes when every task does.
 
 Timing on a shared CPU is noisy, so the verdict uses a robust time per chunk and robust statistics over chunks:
 - robust time of a chunk = its history encoding + `steps` x the fastest of its sampling steps (every step of a
@@ -67,20 +72,27 @@ def estimated_block_bytes(tokens: int, model: WorldDiT, batch: int = 1) -> int:
     return scores + activations
 
 
+TASKS = ("t2v", "i2v")
+
+
 @torch.no_grad()
 def rollout(model: WorldDiT, start: torch.Tensor, contexts: Sequence[torch.Tensor], chunks: int, chunk_latents: int,
-            steps: int, mode: str, seed: int = 0, repeats: int = 2, shift: float = 1.0
+            steps: int, mode: str, seed: int = 0, repeats: int = 2, shift: float = 1.0, task: str = "i2v"
             ) -> tuple[torch.Tensor, list[ChunkStats]]:
-    """Generate `chunks` chunks after the start latent [C, h, w]; `contexts[k % len]` conditions chunk k+1.
-    Returns (all latents [1 + chunks * chunk_latents, C, h, w], per-chunk stats).
+    """Generate `chunks` chunks; `contexts[k % len]` conditions chunk k+1. `task` i2v: after the start latent
+    [C, h, w], which stays as given; t2v: from text alone, the first chunk with its first latent (1 + chunk_latents
+    latents, no history), `start` only giving the latent's shape. Returns (all latents
+    [1 + chunks * chunk_latents, C, h, w], per-chunk stats).
 
     After the rollout, `repeats` passes re-time one sampling step of every chunk, the chunks in a random order each
     pass: a burst of load from another process then lands on random chunks instead of on a run of neighbours, where
     it would tilt the fit over chunks."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
-    latents = [start.to(device)[None]]
+    latents = [start.to(device)[None]] if task == "i2v" else []
     times = euler_schedule(steps, shift).to(device)
     clock = time.perf_counter if device.type == "cuda" else time.process_time
 
@@ -93,8 +105,9 @@ def rollout(model: WorldDiT, start: torch.Tensor, contexts: Sequence[torch.Tenso
 
     rows, inputs = [], []
     for k in range(chunks):
-        history = torch.cat(latents)
-        noise = torch.randn((1, chunk_latents, *start.shape), generator=generator).to(device)
+        history = torch.cat(latents) if latents else start.new_zeros((0, *start.shape)).to(device)
+        length = chunk_latents + (1 if task == "t2v" and k == 0 else 0)  # T2V generates the first frame too
+        noise = torch.randn((1, length, *start.shape), generator=generator).to(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         _sync(device)
@@ -202,13 +215,19 @@ def judge(series: dict[str, list[ChunkStats]], first: int = 8, last: int = 32, t
             "tolerance": tolerance, "full_growth_min": full_growth}
 
 
-def plot(series: dict[str, list[ChunkStats]], path: str | Path, memory_label: str) -> Path:
+def plot(series: dict[str, dict[str, list[ChunkStats]]], path: str | Path, memory_label: str) -> Path:
+    """Latency and memory per chunk against history length: a colour per mode, a line style per task."""
     fig = agg_figure(figsize=(11, 4))
     ax1, ax2 = fig.subplots(1, 2)
-    for mode, stats in series.items():
-        hist = [s.chunk - 1 for s in stats]
-        ax1.plot(hist, [1000 * s.robust_seconds for s in stats], marker=".", label=mode)
-        ax2.plot(hist, [s.peak_memory_bytes / 2**20 for s in stats], marker=".", label=mode)
+    styles = {"i2v": "-", "t2v": "--"}
+    modes = sorted({m for per_task in series.values() for m in per_task})
+    for task, per_mode in series.items():
+        for mode, stats in per_mode.items():
+            color = f"C{modes.index(mode)}"
+            hist = [s.chunk - 1 for s in stats]
+            kw = {"marker": ".", "color": color, "ls": styles.get(task, "-"), "label": f"{task} {mode}"}
+            ax1.plot(hist, [1000 * s.robust_seconds for s in stats], **kw)
+            ax2.plot(hist, [s.peak_memory_bytes / 2**20 for s in stats], **kw)
     ax1.set_xlabel("history length (chunks before the current one)")
     ax1.set_ylabel("per-chunk latency (ms, robust)")
     ax1.set_title("latency per chunk")
@@ -217,7 +236,7 @@ def plot(series: dict[str, list[ChunkStats]], path: str | Path, memory_label: st
     ax2.set_title("memory per chunk")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize="small")
     fig.tight_layout()
     return save_png(fig, path)
 
@@ -225,37 +244,57 @@ def plot(series: dict[str, list[ChunkStats]], path: str | Path, memory_label: st
 def run_check(model: WorldDiT, start: torch.Tensor, contexts: Sequence[torch.Tensor], output: str | Path,
               chunks: int, chunk_latents: int, steps: int, modes: Sequence[str] = ("tscm", "full", "sliding"),
               first: int = 8, last: int = 32, decode=None, fps: float = 16.0, seed: int = 0, repeats: int = 2,
-              log=print) -> dict:
-    """Roll out every mode, write `infer_check.json`, `infer_check.png` and (with `decode`, latents -> uint8 frames)
-    `rollout_tscm.mp4` under `output`; return the report (its `verdict` says pass or fail and why)."""
+              log=print, tasks: Sequence[str] = TASKS, start_source: str = "start frame") -> dict:
+    """Roll out every task in every mode, write `infer_check.json`, `infer_check.png` and (with `decode`, latents ->
+    uint8 frames) `rollout_<task>_tscm.mp4` under `output`; return the report. Its `verdict` says pass or fail and
+    why (every task must pass); `tasks[task]` holds each task's verdict, rollouts and videos."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     device = next(model.parameters()).device
-    series: dict[str, list[ChunkStats]] = {}
-    videos = {}
-    for mode in modes:
-        t0 = time.perf_counter()
-        latents, stats = rollout(model, start, contexts, chunks, chunk_latents, steps, mode, seed, repeats)
-        series[mode] = stats
-        log(f"{mode:>8}: {chunks} chunks in {time.perf_counter() - t0:.1f}s; per chunk "
-            f"{1000 * stats[0].robust_seconds:.1f} ms (chunk 1) -> {1000 * stats[-1].robust_seconds:.1f} ms "
-            f"(chunk {chunks}), history tokens {stats[0].history_tokens} -> {stats[-1].history_tokens}")
-        if decode is not None and mode == "tscm":
-            from yume_core.media import write_video
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown or not tasks:
+        raise ValueError(f"tasks must be a non-empty subset of {list(TASKS)}, got {list(tasks)}")
+    series: dict[str, dict[str, list[ChunkStats]]] = {}
+    per_task = {}
+    for task in tasks:
+        series[task], videos, broken = {}, {}, []
+        for mode in modes:
+            t0 = time.perf_counter()
+            latents, stats = rollout(model, start, contexts, chunks, chunk_latents, steps, mode, seed, repeats,
+                                     task=task)
+            series[task][mode] = stats
+            if not bool(torch.isfinite(latents).all()):
+                broken.append(mode)
+            log(f"{task} {mode:>8}: {chunks} chunks in {time.perf_counter() - t0:.1f}s; per chunk "
+                f"{1000 * stats[0].robust_seconds:.1f} ms (chunk 1) -> {1000 * stats[-1].robust_seconds:.1f} ms "
+                f"(chunk {chunks}), history tokens {stats[0].history_tokens} -> {stats[-1].history_tokens}")
+            if decode is not None and mode == "tscm":
+                from yume_core.media import write_video
 
-            frames = decode(latents)
-            videos[mode] = str(write_video(output / f"rollout_{mode}.mp4", list(frames), fps).path)
-    verdict = judge(series, first, last)
+                frames = decode(latents)
+                videos[mode] = str(write_video(output / f"rollout_{task}_{mode}.mp4", list(frames), fps).path)
+        verdict = judge(series[task], first, last)
+        if broken:
+            verdict["reasons"].append(f"the {task} rollout produced non-finite latents in mode(s) {', '.join(broken)}")
+            verdict["passed"] = False
+        per_task[task] = {
+            "verdict": verdict,
+            "start": start_source if task == "i2v" else "none: text only, the first frame generated",
+            "videos": videos,
+            "modes": {m: [asdict(s) for s in v] for m, v in series[task].items()},
+        }
     memory = "cuda_max_memory_allocated" if device.type == "cuda" else "estimate"
     report = {
-        "verdict": verdict,
+        "verdict": {"passed": all(t["verdict"]["passed"] for t in per_task.values()),
+                    "reasons": [f"{task}: {r}" for task, t in per_task.items() for r in t["verdict"]["reasons"]],
+                    "tasks": {task: t["verdict"]["passed"] for task, t in per_task.items()},
+                    "window": [first, last]},
         "chunks": chunks,
         "chunk_latents": chunk_latents,
         "steps": steps,
         "device": str(device),
         "memory_method": memory,
-        "videos": videos,
-        "modes": {m: [asdict(s) for s in v] for m, v in series.items()},
+        "tasks": per_task,
     }
     atomic_write_text(output / "infer_check.json", json.dumps(report, indent=2))
     plot(series, output / "infer_check.png", memory)
@@ -314,3 +353,61 @@ def start_latent(space, image: str | Path | None = None, shards: str | Path | No
             return window["history"][0].float(), f"first frame of {window['clip_id']} in {shards}"
         raise ValueError(f"{shards}: no training window to take a start frame from")
     return space.encode(synthetic_start_frame(space.height, space.width)[None])[0], "synthetic start frame"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# a trained run, end to end
+
+
+# A walk that exercises every kind of action: forward, strafes, turns, tilts, standing still, backing up.
+DEFAULT_ACTIONS = (("W", "·"), ("W", "·"), ("W+D", "·"), ("W", "→"), ("W", "·"), ("None", "←"), ("W+A", "·"),
+                   ("A", "·"), ("W", "·"), ("None", "↑"), ("W", "·"), ("S", "·"), ("W", "↓"), ("D", "·"),
+                   ("W", "←"), ("W", "·"))
+
+
+def check_checkpoint(checkpoint: str | Path, output: str | Path | None = None, chunks: int = 32,
+                     steps: int | None = None, modes: Sequence[str] = ("tscm", "full", "sliding"),
+                     tasks: Sequence[str] = TASKS, actions: Sequence[tuple[str, str]] = DEFAULT_ACTIONS,
+                     prompt: str = "", start_image: str | Path | None = None, shards: str | Path | None = None,
+                     first: int = 8, last: int = 32, repeats: int = 2, device: str = "auto", threads: int = 1,
+                     seed: int = 0, log=print) -> dict:
+    """`yume-data infer-check` as a function: load a run's newest checkpoint (or a checkpoint folder), encode the
+    actions (keys, mouse) with the run's action cache and `prompt` as event text, take the I2V start frame from
+    `start_image`, else `shards`, else the run's training shards (first clip), else a generated one, and `run_check`
+    into `output` (default `<run>/infer-check`). `threads`: intra-op CPU threads (0: PyTorch's default; one keeps a
+    small model's timings steady). Returns the report (its `verdict["passed"]`); ValueError on unknown modes, tasks
+    or actions."""
+    from training_stub.config import MODES
+    from training_stub.train import TextSide, resolve_device
+    from yume_core.actions import load_vocabulary
+
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown or not modes:
+        raise ValueError(f"unknown mode(s) {unknown or 'none given'}; known: {list(MODES)}")
+    if not tasks or set(tasks) - set(TASKS):
+        raise ValueError(f"tasks {list(tasks)}: a non-empty subset of {list(TASKS)}")
+    dev = resolve_device(device)
+    if dev.type == "cpu" and threads > 0:
+        torch.set_num_threads(threads)
+    model, config, folder, state = load_trained(checkpoint, dev)
+    run_dir = folder.parent.parent
+    cache_path = Path(state.get("action_cache") or "action_cache.safetensors")
+    if not cache_path.is_absolute():
+        cache_path = run_dir / cache_path
+    text = TextSide(config.text_encoder, config.text_max_length, cache_path)
+    vocabulary = load_vocabulary(text.actions.metadata.get("vocabulary", "yume15"))
+    phrases = [vocabulary.phrase(k, m) for k, m in actions]  # VocabularyError (a ValueError) names a bad label
+    if not phrases:
+        raise ValueError("no actions given")
+    contexts = [text.context(prompt, [p]) for p in phrases]
+    if shards is None and start_image is None and state.get("shards") and Path(state["shards"]).exists():
+        shards = state["shards"]
+    start, source = start_latent(config.data.latents, start_image, shards, config.data)
+    log(f"checkpoint {folder} (step {state['step']}); tasks {','.join(tasks)}; "
+        f"i2v start: {source if 'i2v' in tasks else 'none'}; {len(phrases)} actions cycled")
+    report = run_check(model, start, contexts, output or run_dir / "infer-check", chunks, config.data.chunk_latents,
+                       steps or config.sample_steps, list(modes), first=first, last=min(last, chunks),
+                       decode=config.data.latents.decode, seed=seed, repeats=repeats, log=log, tasks=list(tasks),
+                       start_source=source)
+    report["output"] = str(Path(output or run_dir / "infer-check"))
+    return report

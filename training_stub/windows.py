@@ -19,7 +19,12 @@ window, in time order, with consecutive repeats merged; if none has, the one tha
 With the defaults (32-frame windows at the pose rate) that is exactly one phrase: chunk k's window, frames
 1 + 32k .. 32(k+1), holds 31 of action chunk k's 32 frames and 1 of chunk k+1's. A longer window (or a video stored
 at a lower rate than the poses) gets every action chunk it spans, so no action of the window goes unsaid.
-A window with no overlapping action chunk gets none (the loader skips it and counts `no_actions`).
+A window with no overlapping action chunk gets none: it trains with an empty action description, as every window
+of a set without labels (synthetic, event) does; the loader counts such windows as `no_actions`.
+
+Tasks and texts (`sample_tasks`). A schema-v1 sample says which tasks it trains (`tasks`) and the event text of each
+(`event_text`); the action description is kept apart (the phrases above). Shards written before schema v1 (real-world
+only) are read the way they were written: T2V on Sekai's scene caption, I2V on the event caption when there is one.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from training_stub.latents import LatentSpace
+from yume_core.samples import TASKS
 
 
 @dataclass(frozen=True)
@@ -101,11 +107,17 @@ def window_actions(windows: Sequence[Window], chunks: Sequence[Mapping], scale: 
     return out
 
 
-def window_text(captions: Mapping | None) -> str:
-    """The event caption when the clip has one, else Sekai's scene caption, else ""."""
-    captions = captions or {}
-    for name in ("caption_event", "scene"):
-        text = captions.get(name)
-        if isinstance(text, str) and text.strip():
-            return text.strip()
-    return ""
+def _text(value) -> str | None:
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
+def sample_tasks(meta: Mapping) -> tuple[str, tuple[str, ...], dict[str, str | None]]:
+    """(set, tasks, {task: event text}) of a shard sample's json; a task without text is not trained."""
+    if "event_text" in meta and "tasks" in meta:
+        texts = {t: _text((meta.get("event_text") or {}).get(t)) for t in TASKS}
+        listed = set(meta.get("tasks") or [])
+        tasks = tuple(t for t in TASKS if t in listed and texts[t])
+        return str(meta.get("set") or "real_world"), tasks, texts
+    captions = meta.get("captions") or {}  # written before schema v1: a real-world clip
+    texts = {"t2v": _text(captions.get("scene")), "i2v": _text(captions.get("caption_event"))}
+    return "real_world", tuple(t for t in TASKS if texts[t]), texts
