@@ -71,6 +71,18 @@ Decoding (`decoder`):
   imported only when chosen. It is exact-only: it ignores `seek` and always decodes the uniform centres (its
   keyframe list, `get_key_indices`, counts packets in decode order, which is not presentation order for open-GOP
   keyframes, so picking keyframes through it would misplace them).
+- `"nvdec"`: the same sparse reader with the decoding on the GPU's video engines (NVDEC, through PyAV's hardware
+  API: `av.open(..., hwaccel=HWAccel("cuda", allow_software_fallback=False))`; PyAV >= 14 with an FFmpeg built
+  with CUDA, as PyPI's av 18 wheels are). It is for GPU nodes, where the CPU's intra decode of 8 keyframes per clip
+  (~55-75 ms of a core, see `seek`) is the floor of CPU preparation. The frames come back to system memory as NV12
+  and are scaled and JPEG-encoded on the CPU as above. The hardware always deblocks, so `fast_decode` changes
+  nothing there and the pictures are those of a full decode (up to colour-conversion rounding). The device is
+  CUDA's primary context of the current device (`CUDA_VISIBLE_DEVICES` picks it), held once per process, so an
+  open does not create a context of its own (FFmpeg's default). Before any clip, `check_decoder` decodes a test
+  frame on NVDEC; where that fails (no GPU, no driver, a container without the driver's video libraries) it stops
+  with one line naming `frames.decoder` and the fix, rather than decoding in software behind the setting's back.
+  A stream NVDEC has no decoder for fails its row with `video_nvdec_unsupported`. Measured on a GPU node by
+  `benchmarks/gpu_check.py --sections nvdec` (clips/s against the CPU path, and the cost of an open).
 
 Each decoder runs single-threaded: throughput comes from decoding several clips at once, one per core, which
 wastes nothing on thread synchronisation and needs no tuning per machine.
@@ -91,6 +103,7 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
+import threading
 from collections.abc import Hashable, Iterable, Iterator
 from concurrent.futures import (
     FIRST_COMPLETED,
@@ -108,12 +121,13 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 from PIL import Image
 
+from yume_core.config import ConfigError
 from yume_core.errors import RowError
 from yume_core.media import open_input, probe_video
 
-__all__ = ["FrameConfig", "PreparedFrames", "frame_indices", "iter_prepared", "prepare_frames"]
+__all__ = ["FrameConfig", "PreparedFrames", "check_decoder", "frame_indices", "iter_prepared", "prepare_frames"]
 
-DECODERS = ("pyav", "decord")
+DECODERS = ("pyav", "decord", "nvdec")
 SEEKS = ("keyframe", "exact")
 POOLS = ("threads", "processes")
 RESIZES = ("area", "bicubic", "bilinear")
@@ -131,7 +145,7 @@ class FrameConfig:
     num_frames: int = 8
     size: int = 448  # output frames are size x size: one InternVL tile each (see the module docstring)
     jpeg_quality: int = 90
-    decoder: str = "pyav"  # pyav | decord
+    decoder: str = "pyav"  # pyav | decord | nvdec (the pyav reader decoding on the GPU; see the module docstring)
     seek: str = "keyframe"  # keyframe | exact (see the module docstring); decord always samples exactly
     fast_decode: bool = True  # skip deblocking where no decoded frame depends on it (see the module docstring)
     resize: str = "area"  # area | bicubic | bilinear: swscale's filter for the downscale to `size`
@@ -211,7 +225,8 @@ def prepare_frames(
     ranges past the end, ValueError for a negative or empty range (a caller's bug, not the file's)."""
     if start < 0 or (stop is not None and stop <= start):
         raise ValueError(f"bad frame range [{start}, {stop})")
-    read = _read_pyav if config.decoder == "pyav" else _read_decord
+    check_decoder(config)
+    read = _read_decord if config.decoder == "decord" else _read_pyav
     indices, frames = read(str(video_path), config, start, stop)
     return PreparedFrames(
         jpegs=[_jpeg(f, config.jpeg_quality) for f in frames], indices=indices, width=config.size, height=config.size
@@ -236,6 +251,106 @@ def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# NVDEC: the pyav reader with the decoding on the GPU
+
+
+def check_decoder(config: FrameConfig) -> None:
+    """Raise `ConfigError` (one line: the setting, what is wrong, the fix) when `config.decoder` cannot run in this
+    process: `nvdec` without a working NVDEC. `prepare_frames` and `iter_prepared` call it before any clip."""
+    if config.decoder == "nvdec" and (problem := nvdec_problem()):
+        raise ConfigError(
+            f"frames.decoder is 'nvdec' but {problem}; run on a node with an NVIDIA GPU whose driver exposes video "
+            "decoding (libnvcuvid; in a container NVIDIA_DRIVER_CAPABILITIES must include 'video'), or set "
+            "frames: {decoder: pyav} to decode on the CPU"
+        )
+
+
+_NVDEC_LOCK = threading.Lock()
+_nvdec: tuple[object, str | None] | None = None  # (the device held for the process, or None; the problem, or None)
+
+
+def nvdec_problem() -> str | None:
+    """Why NVDEC cannot decode in this process (a short clause), or None when it can. Probed once per process: a
+    one-frame H.264 stream made in memory is decoded on the device with software fallback off."""
+    global _nvdec
+    with _NVDEC_LOCK:
+        if _nvdec is None:
+            _nvdec = _probe_nvdec()
+        return _nvdec[1]
+
+
+def _nvdec_hwaccel():
+    from av.codec.hwaccel import HWAccel
+
+    # primary_ctx: share CUDA's primary context (held by `_probe_nvdec` for the process) instead of creating a new
+    # context in every open, FFmpeg's default
+    return HWAccel(device_type="cuda", allow_software_fallback=False, options={"primary_ctx": "1"})
+
+
+def _probe_nvdec() -> tuple[object, str | None]:
+    try:
+        from av.codec.hwaccel import hwdevices_available
+    except ImportError:
+        return None, f"PyAV {av.__version__} has no hardware decoding API (it needs av >= 14)"
+    if "cuda" not in hwdevices_available():
+        return None, f"this PyAV's FFmpeg was built without CUDA (hardware devices: {hwdevices_available() or 'none'})"
+    try:
+        held = _nvdec_hwaccel().create(av.codec.Codec("h264", "r"))  # keeps the primary context alive
+    except (av.FFmpegError, OSError, NotImplementedError, RuntimeError) as e:
+        import ctypes.util
+
+        driver = "" if ctypes.util.find_library("cuda") else "no NVIDIA driver library (libcuda) was found, so "
+        return None, f"{driver}no CUDA device could be opened for decoding ({e})"
+    try:
+        with av.open(io.BytesIO(_probe_stream()), hwaccel=_nvdec_hwaccel()) as container:
+            on_device = container.streams.video[0].codec_context.is_hwaccel
+            frames = list(container.decode(video=0))
+    except (av.FFmpegError, OSError, RuntimeError, ValueError) as e:
+        return None, f"NVDEC failed to decode a test frame ({e})"
+    if not on_device or not frames:
+        return None, "NVDEC did not decode a test frame"
+    return held, None
+
+
+def _probe_stream() -> bytes:
+    """One 256x144 H.264 frame in an mp4, made with PyAV's bundled encoder."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 256, 144, "yuv420p"
+        frame = av.VideoFrame.from_ndarray(np.zeros((144, 256, 3), np.uint8), format="rgb24")
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def _open(path: str, config: FrameConfig):
+    """(container, its first video stream) as `open_input` gives them, with NVDEC attached for `decoder="nvdec"`.
+    A file that is itself the problem gets `open_input`'s RowError; a stream NVDEC cannot decode fails the row."""
+    if config.decoder != "nvdec":
+        return open_input(path)
+    unsupported = RowError(
+        "video_nvdec_unsupported",
+        f"{path}: NVDEC has no decoder for its video stream; caption it with frames: {{decoder: pyav}}.",
+    )
+    try:
+        container = av.open(path, hwaccel=_nvdec_hwaccel())
+    except av.FFmpegError as e:
+        plain, _ = open_input(path)  # raises the project's RowError when the file is bad
+        plain.close()
+        raise RuntimeError(f"{path}: NVDEC failed to open a file the CPU decoder opens ({e})") from None
+    except RuntimeError:  # PyAV: hardware decoding asked for, and no stream of the file has it
+        plain, _ = open_input(path)  # a file without a video stream fails as it would on the CPU
+        plain.close()
+        raise unsupported from None
+    stream = container.streams.video[0] if container.streams.video else None
+    if stream is None or not stream.codec_context.is_hwaccel:
+        container.close()
+        raise unsupported
+    return container, stream
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # PyAV: sparse decoding
 
 
@@ -248,7 +363,7 @@ def _truncated(path: str, what: str) -> RowError:
 def _read_pyav(path: str, config: FrameConfig, start: int, stop: int | None) -> tuple[np.ndarray, list[np.ndarray]]:
     # one open for the index and the decoding: opening an H.264 mp4 costs ~8 ms (FFmpeg decodes a frame to find
     # the stream's parameters), as much as decoding one 720p keyframe
-    container, stream = open_input(path)  # video_missing / video_unreadable with the project's messages
+    container, stream = _open(path, config)  # video_missing / video_unreadable with the project's messages
     with container:
         pts, keyframe = _index(path, container, stream)
         indices = _sample(path, len(keyframe), config, start, stop)
@@ -260,7 +375,8 @@ def _read_pyav(path: str, config: FrameConfig, start: int, stop: int | None) -> 
             return indices, _decode_sparse(path, container, pts, keyframe, target_pos, config, seek=True)
         except (_Misplaced, av.FFmpegError, RowError):
             pass  # a seek went wrong, or the file is damaged: a fresh open reads it through, or says why not
-    with av.open(path) as container:
+    container, _ = _open(path, config)
+    with container:
         try:
             return indices, _decode_sparse(path, container, pts, keyframe, target_pos, config, seek=False)
         except _Misplaced as e:
@@ -408,8 +524,8 @@ def _decode_linear(path: str, indices: np.ndarray, config: FrameConfig) -> list[
     want = set(indices.tolist())
     got: dict[int, np.ndarray] = {}
     reformatter = VideoReformatter()
-    with av.open(path) as container:
-        stream = container.streams.video[0]
+    container, stream = _open(path, config)
+    with container:
         stream.codec_context.thread_count = 1
         _decoder_options(stream.codec_context, config, keyframes_alone=False)
         try:
@@ -487,8 +603,16 @@ def iter_prepared(
     At most `config.resolved_inflight` items are taken from `items` and not yet yielded, so memory stays bounded
     however long `items` is, and a consumer that stops pulling (a busy GPU) stops the decoding too. `items` is read
     lazily in this thread. Other exceptions are bugs: they propagate, and pending work is cancelled. Closing the
-    generator early cancels what has not started and waits for what is running.
+    generator early cancels what has not started and waits for what is running. A decoder that cannot run here
+    (`check_decoder`: `nvdec` without a GPU) raises `ConfigError` at the call, before any item is read.
     """
+    check_decoder(config)
+    return _iter_prepared(items, config)
+
+
+def _iter_prepared(
+    items: Iterable[tuple[Hashable, str | Path, int, int | None]], config: FrameConfig
+) -> Iterator[tuple[Hashable, PreparedFrames | RowError]]:
     limit = config.resolved_inflight
     executor = _executor(config)
     pending: dict[Future, Hashable] = {}

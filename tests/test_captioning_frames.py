@@ -546,3 +546,120 @@ def test_process_pool_gives_the_same_frames(clips):
 def test_bugs_propagate_from_the_pool(clips):
     with pytest.raises(ValueError):
         list(iter_prepared([("x", clips["h264"], 5, 2)], FrameConfig(workers=1)))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# NVDEC (decoder="nvdec"): a setting checked before any clip; the decoding itself is tested where a GPU decodes
+
+
+def _nvdec_works() -> bool:
+    from captioning.frames import nvdec_problem
+
+    return nvdec_problem() is None
+
+
+def test_nvdec_is_a_setting_that_builds_anywhere():
+    from captioning.stage import CaptionConfig
+    from yume_core.config import from_dict
+
+    config = from_dict(CaptionConfig, {"frames": {"decoder": "nvdec"}})  # the YAML `frames: {decoder: nvdec}`
+    assert config.frames.decoder == "nvdec"
+    assert FrameConfig().decoder == "pyav"  # the CPU reader stays the default
+
+
+@pytest.mark.skipif(_nvdec_works(), reason="NVDEC decodes here: no error to check")
+def test_nvdec_without_a_gpu_stops_before_any_clip_with_one_line(tmp_path):
+    from pipelines.cli_common import one_line_error
+    from yume_core.config import ConfigError
+
+    pulled = []
+
+    def items():
+        for i in range(3):
+            pulled.append(i)
+            yield i, tmp_path / "never-opened.mp4", 0, None
+
+    with pytest.raises(ConfigError) as e:
+        iter_prepared(items(), FrameConfig(decoder="nvdec"))
+    assert pulled == []  # raised at the call, before the first item was read
+    message = str(e.value)
+    assert "\n" not in message and one_line_error(e.value) == message
+    assert message.startswith("frames.decoder is 'nvdec' but ")
+    assert "frames: {decoder: pyav}" in message and "NVIDIA GPU" in message
+    with pytest.raises(ConfigError):  # a single clip too: the setting, not the (missing) file, is the problem
+        prepare_frames(tmp_path / "never-opened.mp4", FrameConfig(decoder="nvdec"))
+
+
+def test_nvdec_problems_name_their_cause(monkeypatch):
+    import av.codec.hwaccel
+
+    from captioning import frames
+    from yume_core.config import ConfigError
+
+    monkeypatch.setattr(frames, "_nvdec", None)  # probe afresh
+    monkeypatch.setattr(av.codec.hwaccel, "hwdevices_available", lambda: ["vaapi"])
+    with pytest.raises(ConfigError, match=r"built without CUDA \(hardware devices: \['vaapi'\]\).*decoder: pyav"):
+        frames.check_decoder(FrameConfig(decoder="nvdec"))
+    monkeypatch.setattr(frames, "_nvdec", None)
+    monkeypatch.setattr(av.codec.hwaccel, "hwdevices_available", lambda: ["cuda"])
+    monkeypatch.setattr(frames, "_nvdec_hwaccel", lambda: _FailingHWAccel())
+    with pytest.raises(ConfigError, match=r"no CUDA device could be opened for decoding \(.*no device here\)"):
+        frames.check_decoder(FrameConfig(decoder="nvdec"))
+
+
+class _FailingHWAccel:
+    def create(self, codec):
+        import av
+
+        raise av.error.PermissionError(1, "no device here")
+
+
+def test_the_cpu_decoders_never_probe_the_gpu(clips, monkeypatch):
+    from captioning import frames
+
+    def probe():
+        raise AssertionError("probed NVDEC for a CPU decoder")
+
+    monkeypatch.setattr(frames, "_nvdec", None)
+    monkeypatch.setattr(frames, "_probe_nvdec", probe)
+    frames.check_decoder(FrameConfig())
+    assert len(prepare_frames(clips["h264"], FrameConfig(size=32)).jpegs) == 8
+    assert len(dict(iter_prepared([("a", clips["hevc"], 0, None)], FrameConfig(size=32, workers=1)))) == 1
+
+
+def test_the_nvdec_probe_stream_decodes():
+    import av
+
+    from captioning.frames import _probe_stream
+
+    with av.open(io.BytesIO(_probe_stream())) as container:
+        frames = list(container.decode(video=0))
+    assert len(frames) == 1 and (frames[0].width, frames[0].height) == (256, 144)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _nvdec_works(), reason="needs NVDEC (an NVIDIA GPU with its video driver)")
+@pytest.mark.parametrize("kind", ["h264", "hevc", "h264_gop10", "hevc_gop10"])
+@pytest.mark.parametrize("seek", ["exact", "keyframe"])
+def test_nvdec_decodes_the_frames_the_cpu_decodes(clips, kind, seek):
+    cpu = prepare_frames(clips[kind], FrameConfig(size=64, seek=seek, fast_decode=False))
+    gpu = prepare_frames(clips[kind], FrameConfig(size=64, seek=seek, decoder="nvdec"))
+    assert gpu.indices.tolist() == cpu.indices.tolist()
+    np.testing.assert_allclose(_levels(gpu), gpu.indices, atol=0.5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _nvdec_works(), reason="needs NVDEC (an NVIDIA GPU with its video driver)")
+def test_nvdec_bad_files_fail_their_rows_as_on_the_cpu(clips, tmp_path):
+    config = FrameConfig(decoder="nvdec")
+    with pytest.raises(RowError) as e:
+        prepare_frames(tmp_path / "nope.mp4", config)
+    assert e.value.reason == "video_missing"
+    garbage = tmp_path / "page.mp4"
+    garbage.write_bytes(b"<html><body>404 Not Found</body></html>" * 20)
+    with pytest.raises(RowError) as e:
+        prepare_frames(garbage, config)
+    assert e.value.reason == "video_unreadable"
+    got = dict(iter_prepared([("a", clips["h264"], 0, None), ("b", tmp_path / "nope.mp4", 0, None)],
+                             FrameConfig(decoder="nvdec", size=32, workers=2)))
+    assert isinstance(got["a"], PreparedFrames) and got["b"].reason == "video_missing"
