@@ -1,0 +1,203 @@
+"""prefect.yaml: every deployment names a flow that loads the way a worker loads it, with defaults the flow accepts;
+and the real-world deployment runs end to end as users run it: `prefect server start`, a process work pool,
+`prefect deploy --all`, `prefect deployment run`, a process worker, then the run's summary artifact read back
+through the API."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from yume_core.config import from_dict
+from yume_core.manifest import read_manifest
+from yume_core.sample_data import make_sekai_sample
+
+ROOT = Path(__file__).resolve().parents[1]
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+
+
+def _deployments() -> dict[str, dict]:
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    return {d["name"]: d for d in spec["deployments"]}
+
+
+def _settings_check(name: str, params: dict) -> None:
+    """The deployment's default settings are settings the flow accepts (unknown keys and bad values raise)."""
+    from pipelines.build import build_config
+    from pipelines.captioning import CaptionFlowConfig
+    from pipelines.filtering import FilterFlowConfig
+    from pipelines.real_world import RealWorldConfig
+    from pipelines.synthesis import SynthFlowConfig
+
+    if name == "build":
+        build_config(params.get("preset"), params.get("config"))
+        return
+    kind = {"real-world": RealWorldConfig, "synthesize": SynthFlowConfig, "filter": FilterFlowConfig,
+            "caption": CaptionFlowConfig}[name]
+    from_dict(kind, params.get("config"), name)
+
+
+def test_every_flow_has_one_deployment_that_loads_as_a_worker_loads_it():
+    from prefect.flows import load_flow_from_entrypoint
+
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    deployments = _deployments()
+    assert sorted(deployments) == ["build", "caption", "filter", "real-world", "synthesize"]
+    pull = spec["pull"]
+    assert [next(iter(step)) for step in pull] == ["prefect.deployments.steps.set_working_directory"]
+    for name, d in deployments.items():
+        assert d["work_pool"]["name"] == "yume-data", name
+        # what the worker's flow-run process does (no placeholder flow: a failed import fails the run)
+        flow = load_flow_from_entrypoint(d["entrypoint"], use_placeholder_flow=False)
+        assert flow.name == name
+        params = d.get("parameters") or {}
+        json.dumps(params)  # parameters travel as JSON
+        signature = flow.parameters
+        assert set(params) <= set(signature.properties), (name, set(params) - set(signature.properties))
+        required = set(signature.required or ())
+        assert not required & set(params), f"{name}: inputs and outputs are given per run, not defaulted"
+        flow.validate_parameters({**params, **{r: "x" for r in required}})
+        _settings_check(name, params)
+
+
+def test_deployed_flows_bound_their_thread_pool(monkeypatch):
+    """A deployment runs the flow as decorated (Prefect's thread pool, not `config.runner`), so each one whose own
+    tasks run batches bounds the pool through the setting Prefect reads; the build's stages bring their runners."""
+    from prefect.settings import Settings
+
+    name = "PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS"
+    for deployment, d in _deployments().items():
+        env = (d["work_pool"].get("job_variables") or {}).get("env") or {}
+        if deployment == "build":
+            continue
+        assert int(env[name]) >= 1, deployment
+        monkeypatch.setenv(name, env[name])
+        assert Settings().tasks.runner.thread_pool_max_workers == int(env[name])
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(tmp_path: Path, **extra) -> dict:
+    env = dict(os.environ)
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect-home"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="WARNING",
+        PREFECT_CLI_PROMPT="false",
+        PREFECT_WORKER_QUERY_SECONDS="1",
+    )
+    env.pop("PREFECT_API_URL", None)
+    env.update(extra)
+    return env
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End a process started in its own session, and everything it started."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            pass
+
+
+def _prefect(env: dict, *args, timeout: float = 180) -> str:
+    done = subprocess.run([PREFECT, *map(str, args)], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, f"prefect {' '.join(map(str, args))}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_real_world_deployment_runs_on_a_process_worker(tmp_path):
+    sample = make_sekai_sample(tmp_path / "in", n_clips=3, n_frames=40, size=(64, 36),
+                               faults=("duplicate", "video_missing"))
+    workdir = tmp_path / "work"  # YUME_DATA_ROOT: where the run starts, so a relative output lands here
+    workdir.mkdir()
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = _env(tmp_path, PREFECT_API_URL=api, YUME_DATA_ROOT=str(workdir))
+    server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=_env(tmp_path), start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{api}/health", timeout=5):
+                    break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise RuntimeError("prefect server did not come up")
+                time.sleep(0.5)
+
+        _prefect(env, "work-pool", "create", "yume-data", "--type", "process")
+        _prefect(env, "--no-prompt", "deploy", "--all")
+        out = _prefect(env, "deployment", "run", "real-world/real-world",
+                       "--param", f"csv={sample.csv_path}", "--param", f"videos={sample.videos_dir}",
+                       "--param", f"trajectories={sample.cameras_dir}", "--param", "output=out")
+        run_id = re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
+
+        # one worker for one run: it polls once, runs what it took, and exits when the run has finished
+        worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "yume-data", "--run-once", "--limit", "1"],
+                                  env=env, cwd=tmp_path, start_new_session=True, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        try:
+            log, _ = worker.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            _stop(worker)
+            raise
+        assert worker.returncode == 0, log[-3000:]
+
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+            deployments = {d.name for d in client.read_deployments()}
+            flow_run = client.read_flow_run(run_id)
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])))
+        assert deployments == set(_deployments())
+        assert flow_run.state.is_completed(), (flow_run.state, log[-3000:])
+        assert flow_run.parameters["config"] == {} and flow_run.parameters["output"] == "out"
+
+        [artifact] = [a for a in artifacts if a.key == "real-world-summary"]
+        rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+        counts = {r["status"]: r["count"] for r in rows if r["reason"] == ""}
+        by_reason = {(r["status"], r["reason"]): r["count"] for r in rows if r["reason"]}
+        assert counts == {"in": 5, "ok": 3, "dropped": 1, "failed": 1}
+        assert counts["ok"] + counts["dropped"] + counts["failed"] == counts["in"]
+        assert by_reason == {("dropped", "duplicate_video"): 1, ("failed", "video_missing"): 1}
+
+        # the outputs, under the working directory the pull step set
+        output = workdir / "out"
+        manifest = read_manifest(output / "manifest.parquet")
+        assert manifest.num_rows == counts["in"]
+        assert manifest["status"].to_pylist().count("ok") == counts["ok"]
+        assert json.loads((output / "summary.json").read_text())["ok"] == counts["ok"]
+        assert list((output / "shards").glob("*.tar")) and (output / "shards" / "index.parquet").is_file()
+    finally:
+        if worker is not None:
+            _stop(worker)
+        _stop(server)
