@@ -7,14 +7,18 @@ $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	$(PY) -m pip install --quiet -c constraints-cpu.txt -e ".[dev]"
 	touch $@
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test test-slow bench
 setup: $(VENV)/.installed
 
 demo: setup
 	$(VENV)/bin/yume-data demo
 
+# everything but the end-to-end runs of whole flows (a few minutes); `make test-slow` runs those (CI runs both)
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not slow"
+
+test-slow: setup
+	$(PY) -m pytest -m slow
 
 bench: setup
 	$(PY) benchmarks/bench_quantize.py

@@ -431,7 +431,9 @@ def _record(out: Path, cfg: BuildConfig, preset: str | None, built_at: str, step
 
 @flow(name="build")
 def build_flow(output: str, config: dict | None = None, preset: str | None = None) -> dict:
-    return run_build(output, from_dict(BuildConfig, config, "build"), preset)
+    """`preset` then `config` on top (as `yume-data build --preset P --config FILE`), so a deployment's parameters
+    mean what the command's options do."""
+    return run_build(output, build_config(preset, config), preset)
 
 
 def run_build_flow(output: str | Path, cfg: BuildConfig, preset: str | None = None) -> dict:

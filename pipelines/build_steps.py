@@ -22,15 +22,15 @@ from yume_core.storage import atomic_write_text
 
 
 def files_digest(paths: Iterable[str | Path | None]) -> str:
-    """What a step reads from disk, cheaply: a file's size and sha256 (CSV, events, decisions), or a folder's
-    listing (name, size, mtime of every file below it: a changed clip shows without reading the clips)."""
+    """What a step reads from disk, cheaply: a file's sha256 (CSV, events, decisions), or a folder's listing
+    (relative name, size, mtime of every file below it: a changed clip shows without reading the clips). Where the
+    inputs lie is left out, so a build folder with its generated inputs can be moved or copied and still resume."""
     h = hashlib.sha256()
     for p in paths:
         if p is None:
             h.update(b"-")
             continue
         p = Path(p)
-        h.update(str(p).encode())
         if p.is_file():
             h.update(hashlib.sha256(p.read_bytes()).digest())
         elif p.is_dir():

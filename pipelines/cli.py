@@ -15,6 +15,7 @@ import click
 from pipelines.cli_build import build
 from pipelines.cli_common import InputErrorGroup, prefect_env, print_outputs, settings, shard_overrides
 from pipelines.cli_filtering import filter_videos, review
+from pipelines.cli_mix import mix
 from pipelines.cli_prompts import event_images, select_prompts
 from pipelines.cli_synthesis import plan, synthesize
 from pipelines.cli_training import infer_check, train
@@ -213,18 +214,22 @@ def export_yume(manifest, output):
 
 @main.command()
 @click.option("--output", "-o", default="yume-data-demo", show_default=True, type=click.Path(file_okay=False))
-@click.option("--clips", default=8, show_default=True, help="Good clips to generate (plus a few broken ones).")
+@click.option("--clips", default=8, show_default=True, help="Good Sekai-format clips to generate (plus broken ones).")
 @click.option("--frames", default=150, show_default=True, help="Frames per clip (30 fps).")
-def demo(output, clips, frames):
-    """Generate a small Sekai-format sample and run the real-world flow on it, offline, on CPU."""
+@click.option("--steps", default=48, show_default=True, type=click.IntRange(min=1),
+              help="Training steps on the mixture (T2V and I2V alternate).")
+def demo(output, clips, frames, steps):
+    """`build --preset demo` (three sets, mixture, data card; tiny models, offline, CPU), then a short training run
+    on the mixture and an inference check of both tasks. Rerunning skips the finished build steps."""
     prefect_env()
     from pipelines.demo import run_demo
 
-    run_demo(Path(output), clips=clips, frames=frames)
+    run_demo(Path(output), clips=clips, frames=frames, steps=steps)
 
 
 for _command in (
     build,
+    mix,
     embed_actions,
     select_prompts,
     event_images,

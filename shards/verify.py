@@ -1,7 +1,7 @@
 """Re-read a shard folder and check every sample against the index and against itself.
 
 Checks, per sample: its key is in the index, in this shard, at this byte offset; its members (extensions, sizes,
-sha256) are the index's; the json parses, has every required field and its clip id sanitises to the key; the
+sha256) are the index's; the json parses and follows the sample schema (yume_core.samples: common and per-set fields, its `key` is the sample's, a real-world clip id sanitises to it; an event sample that trains i2v has its `.jpg`); the
 action label lists have equal lengths, (frames-1)//stride when a stride is given; segment and chunk frame ranges
 lie within [0, frames-1]; the npy loads as float32 (frames, 4, 4) where `frames` is the pose timeline
 (`actions.frames`). Across the folder: no key twice, every tar readable, every ok index entry found.
@@ -26,10 +26,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from shards.keys import sanitize_key
-from shards.sample import REQUIRED_JSON_FIELDS
 from shards.writer import INDEX_FILE
 from yume_core.manifest import OK
 from yume_core.storage import TMP_MARK
+from yume_core.samples import check_sample
 
 Error = tuple  # (shard or None, key or None, message)
 
@@ -74,15 +74,18 @@ def _check_json(errors, shard, key, data: bytes):
     if not isinstance(rec, dict):
         errors.append((shard, key, "json is not an object"))
         return None
-    missing = [f for f in REQUIRED_JSON_FIELDS if f not in rec]
-    if missing:
-        errors.append((shard, key, f"json lacks field(s) {missing}"))
+    problems = check_sample(rec)
+    if problems:
+        errors.append((shard, key, "json breaks the sample schema: " + "; ".join(problems)))
         return None
-    try:
-        if sanitize_key(rec["clip_id"]) != key:
-            errors.append((shard, key, f"json clip_id {rec['clip_id']!r} does not give key {key!r}"))
-    except ValueError:
-        errors.append((shard, key, "json clip_id is empty"))
+    if rec["key"] != key:
+        errors.append((shard, key, f"json key {rec['key']!r} is not the sample's key {key!r}"))
+    if rec["set"] == "real_world":
+        try:
+            if sanitize_key(rec["clip_id"]) != key:
+                errors.append((shard, key, f"json clip_id {rec['clip_id']!r} does not give key {key!r}"))
+        except ValueError:
+            errors.append((shard, key, "json clip_id is empty"))
     actions = rec["actions"]
     if not isinstance(actions, dict):
         errors.append((shard, key, "json actions is not an object"))
@@ -185,6 +188,8 @@ def _verify_tar(path: Path, index_rows: dict, decode: bool):
             _check_video(errors, shard, key, data["mp4"], rec)
         if "npy" in data:
             _check_npy(errors, shard, key, data["npy"], rec)
+        if rec is not None and "i2v" in rec["tasks"] and rec["set"] == "event" and "jpg" not in data:
+            errors.append((shard, key, "event sample trains i2v but has no .jpg start image"))
 
     try:
         with tarfile.open(path, "r:") as tf:

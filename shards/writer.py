@@ -391,6 +391,7 @@ def write_shards(table: pa.Table, out_dir: str | Path, config: ShardConfig | Non
 
     for i, rows in enumerate(tqdm(groups, desc="shards", unit="shard", disable=None, leave=False)):
         _write_part(table.take(pa.array(rows)), out_dir, i, ctx, skip_existing)
+    remove_temp_files(out_dir)
     return merge_index(out_dir, len(groups), config)
 
 
@@ -404,13 +405,15 @@ def remove_stale_shards(out_dir: str | Path, planned: int, config: ShardConfig |
     for tar in out_dir.glob(f"{prefix}*.tar"):
         if tar.name not in keep and not tar.name.startswith(TMP_MARK):
             index_part_path(out_dir, tar.name).unlink(missing_ok=True)
+            tar.with_name(tar.name + ".idx").unlink(missing_ok=True)  # its Energon sample offsets
             tar.unlink()
             removed.append(tar.name)
     return sorted(removed)
 
 
 def remove_temp_files(out_dir: str | Path) -> int:
-    """Delete temp files a killed run left behind in `out_dir` and `out_dir/_index`; returns how many."""
+    """Delete temp files a killed run left behind in `out_dir` and `out_dir/_index`; returns how many. Call it once
+    every writer into the folder has finished: a half-written `.tmp-*-shard-000002.tar` matches a reader's `*.tar`."""
     n = 0
     for d in (Path(out_dir), Path(out_dir) / INDEX_DIR):
         if d.is_dir():

@@ -10,3 +10,29 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+# A small demo build (4 Sekai clips, 16 OpenVid captions, tiny models): made once per test session and shared by
+# the tests that read a finished build (sets, mixture, card, readers). Tests that change a build copy it first.
+SMALL_BUILD = {"inputs": {"clips": 4, "openvid_captions": 16}}
+BUILD_TIME = "1767225600"  # 2026-01-01: every build of the suite has the same build time
+
+
+@pytest.fixture(scope="session")
+def demo_build(tmp_path_factory) -> Path:
+    from pipelines.build import build_config, run_build_flow
+
+    out = tmp_path_factory.mktemp("demo-build") / "out"
+    old = os.environ.get("SOURCE_DATE_EPOCH")
+    os.environ["SOURCE_DATE_EPOCH"] = BUILD_TIME
+    try:
+        run_build_flow(out, build_config("demo", SMALL_BUILD), "demo")
+    finally:
+        if old is None:
+            os.environ.pop("SOURCE_DATE_EPOCH", None)
+        else:
+            os.environ["SOURCE_DATE_EPOCH"] = old
+    return out

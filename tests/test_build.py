@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -15,27 +16,31 @@ from pipelines.build import EXIT_WAITING
 from pipelines.cli import main
 from yume_core.mixture import read_mixture
 from yume_core.samples import SETS, check_sample
+from yume_core.storage import TMP_MARK
+
+from conftest import BUILD_TIME, SMALL_BUILD  # the suite's shared demo build settings
 
 pytestmark = pytest.mark.slow
 
-SMALL = {"inputs": {"clips": 4, "openvid_captions": 16}}
 
 
 def _build(out: Path, tmp: Path, extra: dict | None = None, args: tuple = ()) -> object:
+    """`yume-data build` through the CLI, with the suite's small demo settings plus `extra`."""
     import yaml
 
     cfg = tmp / f"cfg-{len(list(tmp.glob('cfg-*')))}.yaml"
-    settings = json.loads(json.dumps(SMALL))
+    settings = json.loads(json.dumps(SMALL_BUILD))
     for k, v in (extra or {}).items():
         settings.setdefault(k, {}).update(v)
     cfg.write_text(yaml.safe_dump(settings))
-    return CliRunner().invoke(main, ["build", "--preset", "demo", "-o", str(out), "--config", str(cfg), *args])
+    return CliRunner().invoke(main, ["build", "--preset", "demo", "-o", str(out), "--config", str(cfg),
+                                     "--build-time", BUILD_TIME, *args])
 
 
 def _digests(out: Path) -> dict[str, str]:
     """Bytes of what must reproduce: shards, indexes, manifests, the mixture."""
-    files = [p for p in out.rglob("*") if p.is_file() and (p.suffix in (".tar", ".parquet") or p.name == "mixture.yaml")
-             and "_work" not in p.parts and "_steps" not in p.parts]
+    files = [p for p in out.rglob("*") if p.is_file() and not p.name.startswith(TMP_MARK)
+             and (p.suffix in (".tar", ".parquet", ".idx") or p.name == "mixture.yaml")]
     return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(files)}
 
 
@@ -50,11 +55,11 @@ def _samples(set_dir: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(demo_build, tmp_path_factory):
+    """A copy of the suite's demo build that these tests may change (rerun, other settings, screening)."""
     tmp = tmp_path_factory.mktemp("build")
     out = tmp / "out"
-    result = _build(out, tmp)
-    assert result.exit_code == 0, result.output
+    shutil.copytree(demo_build, out, symlinks=True)
     return out, tmp
 
 
@@ -123,3 +128,24 @@ def test_screening_by_decisions_pauses_then_resumes_with_the_decisions_file(buil
     assert sorted(m["key"] for m in _samples(out / "event")) == keys[1:]
     screened = [m["event"]["screening"] for m in _samples(out / "event")]
     assert all(s["decision"] == "keep" for s in screened)
+
+
+def test_a_clean_rebuild_writes_the_same_bytes(demo_build):
+    """Reproducible: the suite's build, done again from nothing in the same place over the same input files, gives
+    byte-identical sets (tars, indexes, Energon metadata), batch parts, manifests and mixture. (Manifests record each
+    source file's path and mtime, so the same files in the same place are what "the same inputs" means.)"""
+    first = _digests(demo_build)
+    meta = {n: (demo_build / n / ".nv-meta" / ".info.json").read_bytes() for n in SETS}
+    old = demo_build.with_name("first-build")
+    demo_build.rename(old)
+    try:
+        shutil.copytree(old / "input", demo_build / "input")  # the generated inputs as they were (mtimes too)
+        result = _build(demo_build, old.parent)
+        assert result.exit_code == 0, result.output
+        assert _digests(demo_build) == first
+        assert any(k.endswith(".tar") for k in first) and any(k.endswith("manifest.parquet") for k in first)
+        assert {n: (demo_build / n / ".nv-meta" / ".info.json").read_bytes() for n in SETS} == meta
+    finally:
+        if not (demo_build / "mixture.yaml").exists():  # the rebuild failed: give the other tests the first build back
+            shutil.rmtree(demo_build, ignore_errors=True)
+            old.rename(demo_build)

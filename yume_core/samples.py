@@ -32,6 +32,12 @@ TASKS = ("t2v", "i2v")
 DEFAULT_TASKS = {"real_world": ("t2v", "i2v"), "synthetic": ("t2v",), "event": ("t2v", "i2v")}
 COMMON_FIELDS = ("schema_version", "set", "key", "tasks", "event_text", "fps", "frames", "width", "height",
                  "actions", "provenance")
+# what each set adds beside the common fields
+SET_FIELDS = {
+    "real_world": ("clip_id", "source", "captions", "metrics", "meta"),
+    "synthetic": ("prompt_id", "synthetic"),
+    "event": ("prompt_id", "event"),
+}
 
 
 def check_tasks(tasks: Iterable[str], where: str = "tasks") -> tuple[str, ...]:
@@ -67,6 +73,8 @@ def empty_actions() -> dict:
 def check_sample(meta: Mapping) -> list[str]:
     """What is wrong with a sample json under schema 1 (empty: nothing)."""
     problems = [f"missing field {name!r}" for name in COMMON_FIELDS if name not in meta]
+    problems += [f"missing {meta['set']} field {name!r}" for name in SET_FIELDS.get(meta.get("set"), ())
+                 if name not in meta]
     if problems:
         return problems
     if meta["schema_version"] != SCHEMA_VERSION:

@@ -1,0 +1,70 @@
+"""`yume-data mix info MIXTURE`: what a mixture file holds, and what a training run on it would draw."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+def mixture_info(path: str, simulate: int = 0, batch: int = 1, schedule: tuple[str, ...] = ("t2v", "i2v"),
+                 seed: int = 0) -> dict:
+    """Per set: weight, tasks, samples, hours, bytes (from each set's index); with `simulate` steps, the realised
+    share per set and per task of that many training steps against the requested weights."""
+    from shards import set_stats
+    from yume_core.mixture import MixtureSampler, read_mixture
+
+    try:
+        sources = read_mixture(path)
+    except ValueError as e:
+        from yume_core.errors import InputError
+
+        raise InputError(path, str(e).removeprefix(f"{path}: "), "give the mixture.yaml of a finished build") from None
+    sets = []
+    for s in sources:
+        stats = set_stats(s.path)
+        sets.append({"set": s.name, "path": str(s.path), "weight": s.weight, "tasks": list(s.tasks),
+                     "samples": stats["samples"], "hours": stats["hours"], "bytes": stats["bytes"],
+                     "shards": stats["shards"]})
+    info = {"mixture": str(path), "sets": sets}
+    if simulate:
+        info["simulation"] = MixtureSampler(sources, schedule, seed).simulate(simulate, batch)
+    return info
+
+
+def format_info(info: dict) -> str:
+    lines = [f"{info['mixture']}", f"{'set':<12}{'weight':>8}  {'tasks':<9}{'samples':>9}{'hours':>9}{'MB':>10}"]
+    for s in info["sets"]:
+        lines.append(f"{s['set']:<12}{s['weight']:>8.3g}  {'+'.join(s['tasks']):<9}{s['samples']:>9}"
+                     f"{s['hours']:>9.3f}{s['bytes'] / 1e6:>10.1f}")
+    sim = info.get("simulation")
+    if sim:
+        lines += ["", f"simulated {sim['samples']} training samples (schedule alternates tasks by step):",
+                  f"{'set':<12}{'requested':>10}{'realized':>10}"]
+        for name, want in sim["requested"].items():
+            lines.append(f"{name:<12}{want:>10.3f}{sim['realized'].get(name, 0.0):>10.3f}")
+        lines.append("per task: " + ", ".join(f"{t} {v:.3f}" for t, v in sim["tasks"].items()))
+        lines.append("per set and task: " + ", ".join(f"{k} {v:.3f}" for k, v in sim["sets_by_task"].items()))
+        lines.append("(a set that trains only some tasks is drawn only on their steps, so its realised share can "
+                     "differ from its weight)")
+    return "\n".join(lines)
+
+
+@click.group("mix")
+def mix() -> None:
+    """Inspect a training mixture (an Energon metadataset written by `yume-data build`)."""
+
+
+@mix.command("info")
+@click.argument("mixture", type=click.Path(exists=True, dir_okay=False))
+@click.option("--simulate", type=click.IntRange(min=0), default=0, help="Draw this many training steps and compare "
+              "the realised share per set and task with the requested weights (no model, no GPU).")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Samples per step.")
+@click.option("--schedule", default="t2v,i2v", show_default=True, help="Task per step, cycled.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def info(mixture, simulate, batch, schedule, seed, as_json):
+    """Per set samples, hours and bytes; with --simulate N the realised against the requested shares."""
+    tasks = tuple(t.strip() for t in schedule.split(",") if t.strip())
+    result = mixture_info(mixture, simulate, batch, tasks, seed)
+    click.echo(json.dumps(result, indent=2) if as_json else format_info(result))

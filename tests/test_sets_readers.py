@@ -1,0 +1,126 @@
+"""The sets of a finished build as the trainers of the field read them: Megatron-Energon (the mixture file and each
+prepared set), Hugging Face `datasets`, plain `webdataset`, and our own `shards verify`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from shards import verify_shards
+from shards.energon import IDX_SUFFIX, META_DIR
+from yume_core.mixture import read_mixture
+from yume_core.samples import COMMON_FIELDS, SETS, check_sample
+
+pytestmark = pytest.mark.slow
+
+
+def test_every_set_verifies_with_decoding(demo_build):
+    for name in SETS:
+        report = verify_shards(demo_build / name, decode=True)
+        assert report.ok, (name, report.errors)
+        assert report.samples > 0, name
+
+
+def _energon_samples(path: Path, n: int) -> list[dict]:
+    from megatron.energon import (
+        Cooker,
+        DefaultTaskEncoder,
+        TextSample,
+        WorkerConfig,
+        basic_sample_keys,
+        get_loader,
+        get_train_dataset,
+        stateless,
+    )
+
+    @stateless
+    def cook(sample: dict) -> TextSample:
+        meta = sample["json"]  # Energon decodes the json member itself
+        members = sorted(k for k in sample if not k.startswith("__"))
+        info = {"subflavors": sample["__subflavors__"], "meta": meta, "members": members}
+        return TextSample(**basic_sample_keys(sample), text=json.dumps(info))
+
+    class Encoder(DefaultTaskEncoder):
+        cookers = [Cooker(cook)]
+
+        def batch(self, samples):
+            return samples
+
+    ds = get_train_dataset(str(path), batch_size=None, shuffle_buffer_size=None, max_samples_per_sequence=None,
+                           worker_config=WorkerConfig(rank=0, world_size=1, num_workers=0), task_encoder=Encoder())
+    out = []
+    for sample in get_loader(ds):
+        out.append(json.loads(sample.text))
+        if len(out) == n:
+            return out
+    return out
+
+
+def test_megatron_energon_iterates_the_mixture_with_each_sets_subflavors(demo_build):
+    pytest.importorskip("megatron.energon")
+    samples = _energon_samples(demo_build / "mixture.yaml", 60)
+    assert len(samples) == 60
+    by_set = Counter(s["subflavors"]["set"] for s in samples)
+    assert set(by_set) == set(SETS), by_set
+    for s in samples:
+        meta = s["meta"]
+        assert check_sample(meta) == []
+        assert meta["set"] == s["subflavors"]["set"]
+        assert set(meta["tasks"]) <= set(s["subflavors"]["tasks"].split("+"))
+        assert "mp4" in s["members"] and "json" in s["members"]
+        assert ("jpg" in s["members"]) == (meta["set"] == "event")
+    weights = {src.name: src.weight for src in read_mixture(demo_build / "mixture.yaml")}
+    assert by_set["real_world"] > by_set["synthetic"] * weights["real_world"] / weights["synthetic"] / 3
+
+
+def test_our_energon_metadata_is_what_energon_prepare_writes(demo_build, tmp_path):
+    """The `.tar.idx` offsets and shard counts written from the index equal Energon's own preparation of the tars."""
+    pytest.importorskip("megatron.energon")
+    from megatron.energon.flavors.webdataset.prepare import WebdatasetPreparator
+
+    for name in SETS:
+        ours = demo_build / name
+        theirs = tmp_path / name
+        theirs.mkdir()
+        tars = sorted(p.name for p in ours.glob("*.tar"))
+        for t in tars:
+            shutil.copy(ours / t, theirs / t)
+        WebdatasetPreparator.prepare_dataset(theirs, tars, split_parts_ratio=[("train", 1.0)], workers=1)
+        for t in tars:
+            assert (ours / (t + IDX_SUFFIX)).read_bytes() == (theirs / (t + IDX_SUFFIX)).read_bytes(), (name, t)
+        info = lambda d: json.loads((d / META_DIR / ".info.json").read_text())["shard_counts"]  # noqa: E731
+        assert info(ours) == info(theirs), name
+
+
+def test_hugging_face_datasets_reads_each_set_with_one_set_of_features(demo_build, tmp_path):
+    import datasets
+
+    features = {}
+    for name in SETS:
+        tars = sorted(str(p) for p in (demo_build / name).glob("*.tar"))
+        ds = datasets.load_dataset("webdataset", data_files={"train": tars}, split="train",
+                                   cache_dir=str(tmp_path / "hf-cache"))
+        ds = ds.cast_column("mp4", datasets.Video(decode=False))  # decoding mp4s needs torchcodec; bytes suffice
+        meta_type = ds.features["json"]
+        assert set(COMMON_FIELDS) <= set(meta_type), name
+        rows = list(ds)
+        assert rows and all(r["json"]["set"] == name for r in rows)
+        assert all(r["json"]["tasks"] for r in rows)
+        features[name] = meta_type
+    # the fields every set has are typed alike where both sets have values
+    for field in ("schema_version", "set", "key", "tasks", "fps", "frames", "width", "height"):
+        kinds = {str(features[name][field]) for name in SETS}
+        assert len(kinds) == 1, (field, kinds)
+
+
+def test_plain_webdataset_reads_every_set(demo_build):
+    import webdataset as wds
+
+    for name in SETS:
+        tars = sorted(str(p) for p in (demo_build / name).glob("*.tar"))
+        keys = [s["__key__"] for s in wds.WebDataset(tars, shardshuffle=False)]
+        assert keys and len(keys) == len(set(keys)), name
