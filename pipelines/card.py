@@ -59,8 +59,6 @@ HIST_BINS = 20
 EXTENDS = {"filter": "synthesis_t2v", "screening": "synthesis_i2v"}
 # Steps that write a set's shards from the manifest of another step: their output is the set's index.parquet.
 SHARD_STEPS = {"synthetic_shards": ("synthetic", "filter"), "event_shards": ("event", "screening")}
-# A step whose per-row verdicts the build record does not name (the prompt selection reports counts only).
-UNRECORDED_MANIFESTS = {"prompts": "work/synthetic/prompts.rows.parquet"}
 STEP_SETS = {"real_world": "real_world", "prompts": "synthetic", "synthesis_t2v": "synthetic",
              "filter": "synthetic", "synthetic_shards": "synthetic", "event_images": "event",
              "synthesis_i2v": "event", "review_pages": "event", "screening": "event", "event_shards": "event"}
@@ -408,13 +406,11 @@ def _verdicts(path: Path) -> tuple[int, int, Counter]:
 
 
 def _stage_manifest(out: Path, step: dict) -> Path | None:
-    """The manifest with the step's per-row verdicts: as recorded, beside its summary, or known by name."""
+    """The manifest with the step's per-row verdicts: as recorded, or beside its summary."""
     if step.get("manifest"):
         return out / step["manifest"]
     if step.get("summary"):
         return (out / step["summary"]).with_name("manifest.parquet")
-    if step["name"] in UNRECORDED_MANIFESTS:
-        return out / UNRECORDED_MANIFESTS[step["name"]]
     return None
 
 

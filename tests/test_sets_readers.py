@@ -124,3 +124,34 @@ def test_plain_webdataset_reads_every_set(demo_build):
         tars = sorted(str(p) for p in (demo_build / name).glob("*.tar"))
         keys = [s["__key__"] for s in wds.WebDataset(tars, shardshuffle=False)]
         assert keys and len(keys) == len(set(keys)), name
+
+
+def test_mix_info_reports_each_set_and_the_realised_shares(demo_build):
+    from click.testing import CliRunner
+
+    from pipelines.cli import main
+    from shards import set_stats
+
+    result = CliRunner().invoke(main, ["mix", "info", str(demo_build / "mixture.yaml"), "--simulate", "4000", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    for s in info["sets"]:
+        stats = set_stats(s["path"])
+        assert (s["samples"], s["bytes"], s["shards"]) == (stats["samples"], stats["bytes"], stats["shards"])
+    sim = info["simulation"]
+    assert abs(sum(sim["realized"].values()) - 1) < 1e-9 and sim["tasks"] == {"i2v": 0.5, "t2v": 0.5}
+    # the synthetic set trains T2V only, so it is drawn on half the steps: below its requested share
+    assert sim["realized"]["synthetic"] < sim["requested"]["synthetic"]
+    assert "synthetic/i2v" not in sim["sets_by_task"]
+    table = CliRunner().invoke(main, ["mix", "info", str(demo_build / "mixture.yaml"), "--simulate", "100"])
+    assert "requested" in table.output and "realized" in table.output
+
+
+def test_mix_info_refuses_a_file_that_is_no_mixture_in_one_line(demo_build):
+    from click.testing import CliRunner
+
+    from pipelines.cli import main
+
+    result = CliRunner().invoke(main, ["mix", "info", str(demo_build / "build.json")])
+    assert result.exit_code == 2
+    assert "no splits.train.blend" in result.output and "Traceback" not in result.output
