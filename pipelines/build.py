@@ -268,7 +268,9 @@ def _synthetic(out: Path, inputs: dict, stages: Stages, steps) -> dict:
 
     def select() -> dict:
         report = select_prompts_csv(inputs["openvid_csv"], work / "prompts.parquet", stages.prompts)
-        return {"selected": report.get("selected") if isinstance(report, dict) else None}
+        # every input row's verdict (selected, duplicate, not sampled, ...) sits beside the selection
+        return {"selected": report.get("selected") if isinstance(report, dict) else None,
+                "manifest": "work/synthetic/prompts.rows.parquet"}
 
     steps.run("prompts", [to_dict(stages.prompts), files_digest([inputs["openvid_csv"]])], select)
 
