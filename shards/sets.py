@@ -152,24 +152,31 @@ def _finish(sample: dict, record: dict) -> dict:
     return sample
 
 
-def _synthetic_sample(row: Mapping[str, Any], ctx: SampleContext, key: str, mp4=None) -> dict:
-    mp4, video = video_member(row, ctx.config, mp4)
-    prompt = row.get("caption")
-    record = {
-        **task_fields("synthetic", key, {"t2v": prompt, "i2v": prompt}, ctx.spec.tasks),
+def _generated_record(set_name: str, row: Mapping[str, Any], ctx: SampleContext, key: str, video: dict | None,
+                      details: dict, image: str | None) -> dict:
+    """The json of a generated video (synthetic or event): one text for every task, no action labels, the set's
+    own `details` under its name."""
+    text = row.get("caption")
+    return {
+        **task_fields(set_name, key, {"t2v": text, "i2v": text}, ctx.spec.tasks),
         "prompt_id": row.get(KEY_COLUMN),
         **_video_fields(row, video),
         "actions": empty_actions(),
-        "synthetic": {
-            "prompt": prompt,
-            "vbench": {c[len(SCORE_PREFIX):]: _finite(row[c]) for c in sorted(row) if c.startswith(SCORE_PREFIX)},
-            "quality_score": _finite(row.get("quality_score")),
-            "quality_rank": row.get("quality_rank"),
-            "generation": _generation(row),
-        },
-        "provenance": _provenance(row, ctx, None),
+        set_name: details,
+        "provenance": _provenance(row, ctx, image),
     }
-    return _finish({"__key__": key, "mp4": mp4}, record)
+
+
+def _synthetic_sample(row: Mapping[str, Any], ctx: SampleContext, key: str, mp4=None) -> dict:
+    mp4, video = video_member(row, ctx.config, mp4)
+    details = {
+        "prompt": row.get("caption"),
+        "vbench": {c[len(SCORE_PREFIX):]: _finite(row[c]) for c in sorted(row) if c.startswith(SCORE_PREFIX)},
+        "quality_score": _finite(row.get("quality_score")),
+        "quality_rank": row.get("quality_rank"),
+        "generation": _generation(row),
+    }
+    return _finish({"__key__": key, "mp4": mp4}, _generated_record("synthetic", row, ctx, key, video, details, None))
 
 
 def start_image_jpeg(path: str | None, prompt_id=None) -> bytes:
@@ -200,23 +207,16 @@ def start_image_jpeg(path: str | None, prompt_id=None) -> bytes:
 def _event_sample(row: Mapping[str, Any], ctx: SampleContext, key: str, mp4=None) -> dict:
     image = start_image_jpeg(row.get("image_path"), row.get(KEY_COLUMN))
     mp4, video = video_member(row, ctx.config, mp4)
-    text = row.get("caption")
-    record = {
-        **task_fields("event", key, {"t2v": text, "i2v": text}, ctx.spec.tasks),
-        "prompt_id": row.get(KEY_COLUMN),
-        **_video_fields(row, video),
-        "actions": empty_actions(),
-        "event": {
-            "event_id": row.get(KEY_COLUMN),
-            "category": row.get("category"),
-            "description": text,
-            "start_image": f"{key}.jpg",
-            "screening": {"decision": row.get("review"), "note": row.get("review_note"),
-                          "policy": ctx.spec.settings.get("screening")},
-            "generation": _generation(row),
-        },
-        "provenance": _provenance(row, ctx, row.get("image_path")),
+    details = {
+        "event_id": row.get(KEY_COLUMN),
+        "category": row.get("category"),
+        "description": row.get("caption"),
+        "start_image": f"{key}.jpg",
+        "screening": {"decision": row.get("review"), "note": row.get("review_note"),
+                      "policy": ctx.spec.settings.get("screening")},
+        "generation": _generation(row),
     }
+    record = _generated_record("event", row, ctx, key, video, details, row.get("image_path"))
     return _finish({"__key__": key, "mp4": mp4, "jpg": image}, record)
 
 
