@@ -24,6 +24,7 @@ bench: setup
 	$(PY) benchmarks/bench_quantize.py
 	$(PY) benchmarks/bench_shards.py
 	$(PY) benchmarks/bench_flow.py
+	$(PY) benchmarks/bench_scale.py
 	$(PY) benchmarks/bench_frames.py
 	$(PY) benchmarks/bench_caption_client.py
 	$(PY) benchmarks/bench_dedup.py

@@ -20,13 +20,13 @@ from prefect import flow
 from captioning import CaptionConfig, caption_table, make_backend
 from captioning.prompts import load_prompt
 from captioning.stage import captioning_watch
-from pipelines.batching import fingerprint, map_batches
+from pipelines.batching import Parts, fingerprint, map_batches, write_parts
 from pipelines.reporting import report
 from pipelines.runners import RunnerConfig, make_task_runner
 from yume_core.config import from_dict, to_dict
 from yume_core.errors import InputError
 from yume_core.failfast import FailFast
-from yume_core.manifest import OK, read_manifest, write_manifest
+from yume_core.manifest import OK, read_manifest_schema
 from yume_core.storage import check_writable
 
 SEKAI_REAL_HQ_CLIPS = 18_208
@@ -60,8 +60,9 @@ def check_endpoints(config: CaptionConfig, timeout: float = 10.0) -> None:
                        + "\n  ".join(problems))
 
 
-def caption_step(table: pa.Table, out: Path, config: CaptionConfig, batch_size: int) -> pa.Table:
-    """Map the captioning stage over `table` in resumable batches (also used inside the real-world flow)."""
+def caption_step(table: pa.Table | Parts, out: Path, config: CaptionConfig, batch_size: int) -> Parts:
+    """Map the captioning stage over `table` in resumable batches (also used inside the real-world flow). Given
+    `Parts`, each task reads its own batch from them; the captioned parts are returned, not their rows."""
     if config.backend == "openai":
         check_endpoints(config)
     settings = {k: v for k, v in to_dict(config).items()
@@ -71,8 +72,10 @@ def caption_step(table: pa.Table, out: Path, config: CaptionConfig, batch_size: 
     return map_batches(step, table, out / "_work" / f"captions-{inputs}", batch_size, "captions")
 
 
-def caption_figures(manifest: pa.Table, seconds: float, gpus: int, backend: str) -> dict:
+def caption_figures(manifest: pa.Table | Parts, seconds: float, gpus: int, backend: str) -> dict:
     """Tokens per clip and the projected cost of Sekai-Real-HQ at the rate this run reached."""
+    if isinstance(manifest, Parts):  # the few columns the figures need
+        manifest = manifest.columns(["status", "caption_event", "caption_prompt_tokens", "caption_output_tokens"])
     done = manifest.filter(pc.and_(pc.equal(manifest["status"], OK), pc.is_valid(manifest["caption_event"])))
     n = done.num_rows
     if not n:
@@ -107,13 +110,14 @@ def _gpus(config: CaptionFlowConfig) -> int:
 
 def run_caption(manifest: str, output: str, config: CaptionFlowConfig) -> dict:
     out = Path(output)
-    table = read_manifest(manifest)
+    read_manifest_schema(manifest)
+    table = Parts.of_files([manifest])  # tasks read their batches from the file's row groups
     started = time.perf_counter()
     captioned = caption_step(table, out, config.caption, config.batch_size)
     seconds = time.perf_counter() - started
-    write_manifest(captioned, out / "manifest.parquet")
+    path = write_parts(captioned, out / "manifest.parquet", captioned.schema)
     figures = caption_figures(captioned, seconds, _gpus(config), config.caption.backend)
-    return report(captioned, out, title="captions", seconds=seconds, extra=figures)
+    return report(Parts.of_files([path]), out, title="captions", seconds=seconds, extra=figures)
 
 
 @flow(name="caption")
@@ -129,7 +133,7 @@ def check_caption_inputs(manifest: str | None, output: str, config: CaptionConfi
     file that is not a prompt, an output folder that cannot be written."""
     load_prompt(config.prompt)
     if manifest is not None:
-        missing = [c for c in CLIP_COLUMNS if c not in read_manifest(manifest).column_names]
+        missing = [c for c in CLIP_COLUMNS if c not in read_manifest_schema(manifest).names]
         if missing:
             raise InputError(manifest, f"has no column(s) {', '.join(missing)}: it is not a clip manifest",
                              "pass the manifest.parquet that yume-data real-world wrote")

@@ -4,6 +4,9 @@ Scoring is split as every flow's: contiguous batches of the video rows, one resu
 `<out>/_work/score-<fingerprint>/` (the fingerprint covers the rows and every scoring setting). The top-N cut is
 taken afterwards over the merged scores, so changing N reruns no scoring. The output manifest keeps every row
 (counts in = counts out); `video_path` is rewritten relative to the output folder, as every manifest's is.
+
+The cut reads only the score columns of the parts (ids, statuses, scores); the output manifest is then streamed
+part by part with each row's rank and verdict, so no step holds every row's full record at once.
 """
 
 from __future__ import annotations
@@ -24,14 +27,14 @@ from filtering import ScoreConfig, TopK, plot_quality_scores, score_table, selec
 from filtering.dimensions import score_column
 from filtering.presets import load_preset
 from filtering.stage import scoring_watch, shared_scorer
-from filtering.topk import QUALITY
-from pipelines.batching import BatchPlan, fingerprint, map_batches
+from filtering.topk import QUALITY, RANK
+from pipelines.batching import BatchPlan, Parts, fingerprint, map_batches, write_parts
 from pipelines.reporting import report
 from pipelines.runners import RunnerConfig, make_task_runner
 from yume_core import __version__
 from yume_core.config import from_dict, merge, to_dict
 from yume_core.errors import InputError
-from yume_core.manifest import OK, put_column, read_manifest, write_manifest
+from yume_core.manifest import OK, put_column, read_manifest_schema
 from yume_core.storage import check_writable
 
 
@@ -62,7 +65,7 @@ def output_folder(manifest: Path, output: str | Path) -> Path:
 def run_filter(manifest: str, output: str, config: FilterFlowConfig) -> dict:
     source = Path(manifest)
     out = output_folder(source, output)
-    table = read_manifest(source)
+    table = Parts.of_files([source])  # tasks read their batches from the file's row groups
     settings = asdict(config.score)
     settings.pop("device")  # the same scores on any device
     settings.pop("fail_fast")
@@ -75,14 +78,40 @@ def run_filter(manifest: str, output: str, config: FilterFlowConfig) -> dict:
                              fail_fast=scoring_watch(config.score))
     scored = map_batches(step, table, plan.parts_dir, config.batch_size, name="score")
     seconds = time.perf_counter() - started
-    kept, cut = select_top(scored, config.top)
-    kept = relocated(kept, source.parent, out)
-    write_manifest(kept, out / "manifest.parquet",
-                   metadata={"yume_data.version": __version__, "yume_data.scores": inputs})
-    png = plot_quality_scores(kept, cut, out / "quality_scores.png")
-    summary = report(kept, out, title="filtering", seconds=seconds, extra=filter_figures(kept, cut, config, seconds))
+    ranked, cut = select_top(scored.columns(score_columns(scored.column_names)), config.top)
+    rows = _cut_rows(scored, ranked, source.parent, out)
+    schema = with_verdicts(scored.schema.empty_table(), ranked.slice(0, 0)).schema
+    path = write_parts(rows, out / "manifest.parquet", schema,
+                       metadata={"yume_data.version": __version__, "yume_data.scores": inputs})
+    png = plot_quality_scores(ranked, cut, out / "quality_scores.png")
+    summary = report(Parts.of_files([path]), out, title="filtering", seconds=seconds,
+                     extra=filter_figures(ranked, cut, config, seconds))
     summary["outputs"]["quality_scores"] = str(png)
     return summary
+
+
+VERDICT = ("status", "reason", "error", RANK)
+
+
+def score_columns(names: list[str]) -> list[str]:
+    """What the cut, its figures and its plot read: ids, verdicts and every score column."""
+    wanted = {"prompt_id", "status", "reason", "error", QUALITY, RANK}
+    return [n for n in names if n in wanted or n.startswith("vbench_")]
+
+
+def with_verdicts(rows: pa.Table, ranked: pa.Table) -> pa.Table:
+    """`rows` (a run of the scored manifest) with the status, reason, error and rank the cut gave them."""
+    for name in VERDICT:
+        rows = put_column(rows, ranked.schema.field(name), ranked[name])
+    return rows
+
+
+def _cut_rows(scored: Parts, ranked: pa.Table, src: Path, out: Path):
+    """The scored rows a row group at a time, with their verdicts and paths relative to the output folder."""
+    start = 0
+    for t in scored.iter_tables():
+        yield relocated(with_verdicts(t, ranked.slice(start, t.num_rows)), src, out)
+        start += t.num_rows
 
 
 def filter_figures(table: pa.Table, cut: dict, config: FilterFlowConfig, seconds: float) -> dict:
@@ -123,5 +152,5 @@ def filter_flow(manifest: str, output: str, config: dict | None = None) -> dict:
 def run_filter_flow(manifest: str, output: str, config: FilterFlowConfig) -> dict:
     """The flow on the configured runner; an unusable output folder or manifest stops here, before Prefect starts."""
     output_folder(Path(manifest), output)
-    read_manifest(manifest)
+    read_manifest_schema(manifest)
     return filter_flow.with_options(task_runner=make_task_runner(config.runner))(manifest, output, to_dict(config))

@@ -4,7 +4,12 @@ Steps run over batches of the manifest (`map_batches`), each resumable on its ow
   1. clips:    probe each video, quantize its trajectory, cross-check their lengths   (CPU, one task per batch)
   2. captions: when a captioner is configured, event captions and training prompts     (one task per batch)
   3. shards:   plan shards over the ok rows and write one tar per task                 (I/O, one task per shard)
+  4. manifest: the last step's parts streamed into `manifest.parquet`, each row with its shard
 The output manifest keeps every CSV row with its status, so counts in equal counts out.
+
+The driver holds the CSV's rows and, after that, only `Parts` (paths and counts), the shard plan (row positions)
+and per-task counts: tasks read their rows from the parts, planning reads only the columns it needs, and the
+manifest and report are written by streaming the parts, so memory stays bounded by a batch as the set grows.
 """
 
 from __future__ import annotations
@@ -14,22 +19,25 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 
 import quantize_actions
 import shards
+from shards.plan import ok_positions
 from captioning.stage import CaptionConfig
-from pipelines.batching import fingerprint, map_batches
+from pipelines.batching import Parts, fingerprint, map_batches, write_parts
 from pipelines.reporting import report
 from pipelines.runners import RunnerConfig, make_task_runner
 from yume_core import __version__
 from yume_core.config import from_dict, to_dict
-from yume_core.manifest import CLIP_SCHEMA, OK, conform, mark_each, write_manifest
+from yume_core.manifest import CLIP_SCHEMA, OK, conform, mark_each
 from yume_core.sekai import check_frame_counts, check_sekai_csv, probe_clips, read_sekai_csv
 from yume_core.storage import check_writable
 
@@ -54,29 +62,67 @@ def process_clip_batch(batch: pa.Table, config: RealWorldConfig) -> pa.Table:
 
 
 @task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
-def write_shard_task(rows: pa.Table, shards_dir: str, index: int, config: shards.ShardConfig, provenance: dict) -> int:
+def write_shard_task(manifest: Parts, positions: np.ndarray, shards_dir: str, index: int,
+                     config: shards.ShardConfig, provenance: dict) -> int:
+    """Read the shard's rows from the parts (by position) and write it, unless it was written from the same rows
+    and settings already (`write_shard_part` compares fingerprints)."""
+    rows = manifest.take(positions)
     shards.write_shard_part(rows, Path(shards_dir), index, config, provenance)
     return rows.num_rows
 
 
-def write_all_shards(manifest: pa.Table, shards_dir: Path, config: shards.ShardConfig, provenance: dict) -> pa.Table:
-    """One task per shard not yet complete; returns the merged index. Temp files of a killed earlier run are removed
-    once every shard is written, so `shards/*.tar` names the shards and nothing else."""
-    ok_rows = manifest.filter(pc.equal(manifest["status"], OK))
-    groups = shards.plan_shards(ok_rows, config)
+def plan_all_shards(manifest: Parts, config: shards.ShardConfig) -> list[np.ndarray]:
+    """`shards.plan_shards` over the ok rows of every part, reading only the columns planning needs; returns the
+    global row positions of each shard."""
+    columns = shards.plan_columns(manifest.column_names)
+    positions, estimates = [], []
+    for i in range(len(manifest.paths)):
+        part = manifest.read(i, columns)
+        ok = ok_positions(part)
+        positions.append(ok + manifest.starts[i])
+        estimates.append(shards.estimate_sample_bytes(part.take(pa.array(ok)), config))
+    if not positions:
+        return []
+    return shards.group_rows(np.concatenate(positions), np.concatenate(estimates), config)
+
+
+def write_all_shards(manifest: Parts, shards_dir: Path, config: shards.ShardConfig,
+                     provenance: dict) -> list[np.ndarray]:
+    """One task per shard (a shard already written from the same rows is kept); writes the merged index and
+    returns the plan. Temp files of a killed earlier run are removed once every shard is written, so
+    `shards/*.tar` names the shards and nothing else."""
+    groups = plan_all_shards(manifest, config)
     shards.remove_stale_shards(shards_dir, len(groups), config)
     futures = [
         write_shard_task.with_options(task_run_name=f"shard-{i:06d}").submit(
-            ok_rows.take(rows), str(shards_dir), i, config, provenance
+            manifest, rows, str(shards_dir), i, config, provenance
         )
         for i, rows in enumerate(groups)
-        if not shards.shard_done(shards_dir, i, config, rows=ok_rows.take(rows), provenance=provenance)
     ]
     wait(futures)
     for fut in futures:
         fut.result()
     shards.remove_temp_files(shards_dir)
-    return shards.merge_index(shards_dir, len(groups), config)
+    shards.merge_index(shards_dir, len(groups), config)
+    return groups
+
+
+ATTACH_COLUMNS = ["clip_id", "shard", "status", "reason", "error"]
+
+
+def attached_parts(manifest: Parts, groups: list[np.ndarray], shards_dir: Path,
+                   config: shards.ShardConfig) -> Iterator[pa.Table]:
+    """The manifest's rows a part at a time with their shards attached (`attach_shards`), each against the index
+    parts of just the shards that hold its rows."""
+    firsts = np.array([g[0] for g in groups], dtype=np.int64)
+    lasts = np.array([g[-1] for g in groups], dtype=np.int64)
+    for i in range(len(manifest.paths)):
+        lo, hi = manifest.starts[i], manifest.starts[i + 1]
+        mine = np.flatnonzero((firsts < hi) & (lasts >= lo))
+        index = [pq.read_table(shards.index_part_path(shards_dir, int(s), config), columns=ATTACH_COLUMNS)
+                 for s in mine]
+        index = pa.concat_tables(index) if index else pa.table({c: pa.array([], pa.string()) for c in ATTACH_COLUMNS})
+        yield attach_shards(manifest.read(i), index)
 
 
 def attach_shards(manifest: pa.Table, index: pa.Table) -> pa.Table:
@@ -101,7 +147,9 @@ def run_real_world(csv: str, videos: str, trajectories: str, output: str, config
     inputs = fingerprint(table, settings, columns=("csv_row", "clip_id", "status", "video_path", "camera_path"))
     clips_dir = out / "_work" / f"clips-{inputs}"
     step = functools.partial(process_clip_batch, config=config)
-    manifest = conform(map_batches(step, table, clips_dir, config.batch_size, "clips"), CLIP_SCHEMA)
+    clips = map_batches(step, table, clips_dir, config.batch_size, "clips")
+    del table  # from here on the rows live in the parts
+    manifest = clips.with_schema(conform(clips.schema.empty_table(), CLIP_SCHEMA).schema)
     if config.caption is not None:
         from pipelines.captioning import caption_step
 
@@ -113,10 +161,11 @@ def run_real_world(csv: str, videos: str, trajectories: str, output: str, config
         "csv": str(Path(csv).resolve()),
         "actions": to_dict(config.actions),
     }
-    index = write_all_shards(manifest, Path(shards_dir) if shards_dir else out / "shards", config.shards, provenance)
-    manifest = attach_shards(manifest, index)
-    write_manifest(manifest, out / "manifest.parquet", {"yume_data": json.dumps(provenance)})
-    return report(manifest, out, title="real-world", seconds=time.perf_counter() - started)
+    shards_path = Path(shards_dir) if shards_dir else out / "shards"
+    groups = write_all_shards(manifest, shards_path, config.shards, provenance)
+    path = write_parts(attached_parts(manifest, groups, shards_path, config.shards), out / "manifest.parquet",
+                       manifest.schema, {"yume_data": json.dumps(provenance)})
+    return report(Parts.of_files([path]), out, title="real-world", seconds=time.perf_counter() - started)
 
 
 @flow(name="real-world")

@@ -13,20 +13,30 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import quantize_actions
+from pipelines.batching import Parts
 from yume_core.manifest import OK, format_summary, summarize
 from yume_core.storage import atomic_write_text
 
 
-def report(manifest: pa.Table, out: Path, title: str, seconds: float, extra: dict | None = None) -> dict:
-    """`extra`: a stage's own figures (tokens, rates, projections), shown under the counts and kept in the json."""
-    summary = summarize(manifest)
+def report(manifest: "pa.Table | Parts", out: Path, title: str, seconds: float, extra: dict | None = None) -> dict:
+    """`extra`: a stage's own figures (tokens, rates, projections), shown under the counts and kept in the json.
+
+    `manifest` may be `Parts` (e.g. the manifest file just written): then it is read a row group at a time, only
+    the columns the counts and the action histogram need."""
+    if isinstance(manifest, Parts):
+        summary = manifest.summarize()
+        hist = _parts_histogram(manifest) if summary["ok"] and "keys" in manifest.column_names else None
+    else:
+        summary = summarize(manifest)
+        ok = manifest.filter(pc.equal(manifest["status"], OK))
+        hist = None
+        if ok.num_rows and "keys" in ok.column_names:  # clip manifests; prompt and video manifests have no actions
+            hist = quantize_actions.action_histogram(ok["keys"], ok["mouse"])
     summary["seconds"] = round(seconds, 2)
     summary["outputs"] = {"manifest": str(out / "manifest.parquet")}
     if (out / "shards").is_dir():
         summary["outputs"]["shards"] = str(out / "shards")
-    ok = manifest.filter(pc.equal(manifest["status"], OK))
-    if ok.num_rows and "keys" in ok.column_names:  # clip manifests; prompt and video manifests have no actions
-        hist = quantize_actions.action_histogram(ok["keys"], ok["mouse"])
+    if hist is not None:
         png = out / "actions_histogram.png"
         quantize_actions.plot_action_histogram(hist, png)
         summary["actions"] = {"keys": hist["keys"], "mouse": hist["mouse"]}
@@ -40,6 +50,27 @@ def report(manifest: pa.Table, out: Path, title: str, seconds: float, extra: dic
     print(text)
     _artifact(summary, title, text)
     return summary
+
+
+def _parts_histogram(manifest: Parts) -> dict:
+    """`action_histogram` of the ok rows, summed over the manifest's row groups (counts add up exactly)."""
+    total: dict | None = None
+    for t in manifest.iter_tables(["status", "keys", "mouse"]):
+        ok = t.filter(pc.equal(t["status"], OK))
+        if not ok.num_rows:
+            continue
+        h = quantize_actions.action_histogram(ok["keys"], ok["mouse"])
+        if total is None:
+            total = h
+            continue
+        total["steps"] += h["steps"]
+        for name in ("keys", "mouse"):
+            for label, n in h[name].items():
+                total[name][label] += n
+        for k, row in h["pairs"].items():
+            for m, n in row.items():
+                total["pairs"][k][m] += n
+    return total or quantize_actions.action_histogram([], [])
 
 
 def _artifact(summary: dict, title: str, text: str) -> None:

@@ -13,7 +13,7 @@ A flow writes shards in parallel with `plan_shards` + `write_shard_part` (one ta
 from shards.config import ShardConfig
 from shards.energon import prepare_energon
 from shards.keys import KeyCollisionError, sample_keys, sanitize_key
-from shards.plan import TAR_TRAILER_BYTES, estimate_sample_bytes, plan_shards, shard_name
+from shards.plan import TAR_TRAILER_BYTES, estimate_sample_bytes, group_rows, plan_columns, plan_shards, shard_name
 from shards.sample import REQUIRED_JSON_FIELDS, build_sample, load_poses, member_records
 from shards.sets import set_spec, set_stats, shard_statuses, start_image_jpeg, write_set_shards
 from shards.verify import VerifyReport, format_report, verify_shards
@@ -46,10 +46,12 @@ __all__ = [
     "export_yume",
     "folder_name",
     "format_report",
+    "group_rows",
     "index_part_path",
     "load_poses",
     "member_records",
     "merge_index",
+    "plan_columns",
     "plan_shards",
     "prepare_energon",
     "remove_stale_shards",

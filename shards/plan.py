@@ -106,13 +106,33 @@ def estimate_sample_bytes(table: pa.Table, config: ShardConfig | None = None) ->
     return est + members * per_member
 
 
+PLAN_COLUMNS = ("status", "video_bytes", "video_path", "num_poses", "video_frames", "image_bytes", "camera_path",
+                "caption", "clip_id", "source", *META_FIELDS)
+
+
+def plan_columns(names) -> list[str]:
+    """The columns of a manifest with these column names that planning reads (`status` and what
+    `estimate_sample_bytes` looks at): a flow reads just these to plan, never the action lists."""
+    wanted = set(PLAN_COLUMNS) | {n for n in names if n.startswith(CAPTION_PREFIXES)}
+    return [n for n in names if n in wanted]
+
+
 def plan_shards(table: pa.Table, config: ShardConfig | None = None) -> list[np.ndarray]:
     """Group the ok rows of `table` into shards; returns one int64 array of row positions in `table` per shard."""
     config = config or ShardConfig()
     pos = ok_positions(table)
     if len(pos) == 0:
         return []
-    est = estimate_sample_bytes(table.take(pa.array(pos)), config)
+    return group_rows(pos, estimate_sample_bytes(table.take(pa.array(pos)), config), config)
+
+
+def group_rows(pos: np.ndarray, est: np.ndarray, config: ShardConfig | None = None) -> list[np.ndarray]:
+    """The greedy grouping of `plan_shards`, given the ok rows' positions and their estimates, in order. A flow that
+    holds its manifest as parts computes both part by part (both are per row) and plans the whole set here."""
+    config = config or ShardConfig()
+    pos = np.asarray(pos, dtype=np.int64)
+    if len(pos) == 0:
+        return []
     cum = np.concatenate([[0], np.cumsum(est, dtype=np.int64)])
     budget = config.max_bytes - TAR_TRAILER_BYTES
     groups, start, n = [], 0, len(pos)

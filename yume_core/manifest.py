@@ -134,6 +134,15 @@ def read_manifest(path: str | Path) -> pa.Table:
                          "pass a manifest.parquet that a yume-data command wrote") from exc
 
 
+def read_manifest_schema(path: str | Path) -> pa.Schema:
+    """The manifest's schema, from its footer alone (no rows read); the same errors as `read_manifest`."""
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(path, f"cannot be read as a Parquet manifest ({exc})",
+                         "pass a manifest.parquet that a yume-data command wrote") from exc
+
+
 def mark(table: pa.Table, mask: pa.Array, status: str, reason: str, error: pa.Array | str) -> pa.Table:
     """Set status/reason/error where `mask` is true and the row is still ok; earlier verdicts win."""
     assert status in STATUSES
