@@ -4,10 +4,7 @@ and the real-world deployment runs end to end as users run it: `prefect server s
 through the API."""
 
 import json
-import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +17,8 @@ import yaml
 from yume_core.config import from_dict
 from yume_core.manifest import read_manifest
 from yume_core.sample_data import make_sekai_sample
+
+from prefect_processes import free_port, prefect_env, stop  # noqa: E402  (tests/ is on the path)
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -87,37 +86,7 @@ def test_deployed_flows_bound_their_thread_pool(monkeypatch):
 # ------------------------------------------------------------------------------------------------ end to end
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
-
-def _env(tmp_path: Path, **extra) -> dict:
-    env = dict(os.environ)
-    env.update(
-        PREFECT_HOME=str(tmp_path / "prefect-home"),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_LOGGING_LEVEL="WARNING",
-        PREFECT_CLI_PROMPT="false",
-        PREFECT_WORKER_QUERY_SECONDS="1",
-    )
-    env.pop("PREFECT_API_URL", None)
-    env.update(extra)
-    return env
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """End a process started in its own session, and everything it started."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        except ProcessLookupError:
-            pass
 
 
 def _prefect(env: dict, *args, timeout: float = 180) -> str:
@@ -133,11 +102,11 @@ def test_real_world_deployment_runs_on_a_process_worker(tmp_path):
                                faults=("duplicate", "video_missing"))
     workdir = tmp_path / "work"  # YUME_DATA_ROOT: where the run starts, so a relative output lands here
     workdir.mkdir()
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
-    env = _env(tmp_path, PREFECT_API_URL=api, YUME_DATA_ROOT=str(workdir))
+    env = prefect_env(tmp_path, PREFECT_API_URL=api, YUME_DATA_ROOT=str(workdir))
     server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=_env(tmp_path), start_new_session=True,
+                              env=prefect_env(tmp_path), start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     worker = None
     try:
@@ -165,7 +134,7 @@ def test_real_world_deployment_runs_on_a_process_worker(tmp_path):
         try:
             log, _ = worker.communicate(timeout=240)
         except subprocess.TimeoutExpired:
-            _stop(worker)
+            stop(worker)
             raise
         assert worker.returncode == 0, log[-3000:]
 
@@ -199,5 +168,5 @@ def test_real_world_deployment_runs_on_a_process_worker(tmp_path):
         assert list((output / "shards").glob("*.tar")) and (output / "shards" / "index.parquet").is_file()
     finally:
         if worker is not None:
-            _stop(worker)
-        _stop(server)
+            stop(worker)
+        stop(server)

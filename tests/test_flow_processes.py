@@ -4,7 +4,6 @@ real Prefect server started by the test."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,19 +16,10 @@ import shards
 from yume_core.manifest import read_manifest
 from yume_core.sample_data import make_sekai_sample
 
+from prefect_processes import free_port, prefect_env, stop  # noqa: E402  (tests/ is on the path)
+
 pytestmark = pytest.mark.slow
 
-
-def _env(tmp_path: Path, **extra) -> dict:
-    env = dict(os.environ)
-    env.update(
-        PREFECT_HOME=str(tmp_path / "prefect-home"),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_LOGGING_LEVEL="WARNING",
-    )
-    env.pop("PREFECT_API_URL", None)
-    env.update(extra)
-    return env
 
 
 def _cli(*args) -> list[str]:
@@ -47,7 +37,7 @@ def test_a_killed_run_resumes_without_redoing_finished_batches(tmp_path):
     sample = make_sekai_sample(tmp_path / "in", n_clips=40, n_frames=60, size=(64, 36), faults=("video_missing",))
     out = tmp_path / "out"
     args = _real_world_args(sample, out, "--batch-size", 1, "--workers", 1, "--shard-max-count", 8)
-    proc = subprocess.Popen(args, env=_env(tmp_path), start_new_session=True,
+    proc = subprocess.Popen(args, env=prefect_env(tmp_path), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     parts: list[Path] = []
@@ -63,7 +53,7 @@ def test_a_killed_run_resumes_without_redoing_finished_batches(tmp_path):
     assert not (out / "manifest.parquet").exists()
     kept = {p: p.stat().st_mtime_ns for p in parts}
 
-    done = subprocess.run(args, env=_env(tmp_path), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(args, env=prefect_env(tmp_path), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in parts} == kept  # finished batches were not redone
     manifest = read_manifest(out / "manifest.parquet")
@@ -79,16 +69,11 @@ PREFECT = str(Path(sys.executable).with_name("prefect"))  # the command Prefect 
 
 def _prefect_cli(api: str, tmp_path: Path, *args) -> list | dict:
     """`prefect <args> -o json` against the server, as a user would list what a run left there."""
-    done = subprocess.run([PREFECT, *args, "-o", "json"], env=_env(tmp_path, PREFECT_API_URL=api),
+    done = subprocess.run([PREFECT, *args, "-o", "json"], env=prefect_env(tmp_path, PREFECT_API_URL=api),
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, body: dict | None = None):
@@ -100,8 +85,8 @@ def _get(url: str, body: dict | None = None):
 
 @pytest.fixture
 def prefect_server(tmp_path):
-    port = _free_port()
-    env = _env(tmp_path)
+    port = free_port()
+    env = prefect_env(tmp_path)
     server = subprocess.Popen(
         [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -119,8 +104,7 @@ def prefect_server(tmp_path):
                 time.sleep(0.5)
         yield api
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop(server)
 
 
 def test_flow_with_worker_processes_reports_to_a_prefect_server(tmp_path, prefect_server):
@@ -130,7 +114,7 @@ def test_flow_with_worker_processes_reports_to_a_prefect_server(tmp_path, prefec
     sample = make_sekai_sample(tmp_path / "in", n_clips=4, n_frames=60, size=(64, 36), faults=("duplicate",))
     out = tmp_path / "out"
     args = _real_world_args(sample, out, "--batch-size", 2, "--workers", 2, "--task-runner", "processes")
-    done = subprocess.run(args, env=_env(tmp_path, PREFECT_API_URL=prefect_server), capture_output=True, text=True,
+    done = subprocess.run(args, env=prefect_env(tmp_path, PREFECT_API_URL=prefect_server), capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "dropped 1" in done.stdout
