@@ -34,66 +34,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
 
 BAR = 0.02  # sampling must cost less than this share of a training step
 WEIGHTS = {"real_world": 0.5, "synthetic": 0.25, "event": 0.25}
 
 
-def _clip(path: Path, seed: int, frames: int = 33, size: int = 32):
-    from yume_core.media import write_video
-
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 255, (size, size, 3)).astype(np.uint8)
-    shots = [np.roll(base, i, axis=1) for i in range(frames)]
-    write_video(path, shots, 8, options={"x264-params": "bframes=0"})
-    return shots[0]
-
-
 def make_sets(work: Path) -> Path:
-    """The three sets and `mixture.yaml` under `work/out` (skipped when the mixture is there already)."""
-    out = work / "out"
-    mixture = out / "mixture.yaml"
-    if mixture.is_file():
-        return mixture
-    import pyarrow as pa
-    from PIL import Image
+    """The three sets and `mixture.yaml` under `work/out` (made once, reused after)."""
+    from pipelines.sample_mixture import make_sample_mixture
 
-    import quantize_actions
-    import shards
-    from yume_core.config import to_dict
-    from yume_core.mixture import MixtureSource, write_mixture
-    from yume_core.sample_data import make_sekai_sample
-    from yume_core.sekai import check_frame_counts, probe_clips, read_sekai_csv
-
-    media = work / "media"
-    media.mkdir(parents=True, exist_ok=True)
-    sample = make_sekai_sample(work / "sekai", n_clips=8, n_frames=150, size=(256, 144))
-    table = read_sekai_csv(sample.csv_path, sample.videos_dir, sample.cameras_dir)
-    table = check_frame_counts(quantize_actions.quantize_table(probe_clips(table), quantize_actions.QuantizeConfig()))
-    events = [f"A street musician starts to play, scene {i}." if i % 2 == 0 else None for i in range(table.num_rows)]
-    table = table.append_column("caption_event", pa.array(events, pa.string()))
-    config = shards.ShardConfig(max_count=4)
-    shards.write_set_shards(table, out / "real_world", "real_world", config,
-                            {"actions": to_dict(quantize_actions.QuantizeConfig())})
-    rows = []
-    for i in range(4):
-        _clip(media / f"s{i}.mp4", i)
-        rows.append({"prompt_id": f"syn{i}", "caption": f"A drone flies low over a river valley, take {i}.",
-                     "video_path": f"s{i}.mp4", "status": "ok", "reason": None, "error": None})
-    shards.write_set_shards(pa.Table.from_pylist(rows), out / "synthetic", "synthetic", config, base_dir=media)
-    rows = []
-    for i in range(4):
-        Image.fromarray(_clip(media / f"e{i}.mp4", 100 + i)).save(media / f"e{i}.png")
-        rows.append({"prompt_id": f"ev{i}", "caption": f"Snow starts falling over the tram stop, take {i}.",
-                     "video_path": f"e{i}.mp4", "image_path": f"e{i}.png", "category": "weather", "status": "ok",
-                     "reason": None, "error": None})
-    shards.write_set_shards(pa.Table.from_pylist(rows), out / "event", "event", config, base_dir=media)
-    return write_mixture(mixture, [
-        MixtureSource("real_world", out / "real_world", WEIGHTS["real_world"], ("t2v", "i2v")),
-        MixtureSource("synthetic", out / "synthetic", WEIGHTS["synthetic"], ("t2v",)),
-        MixtureSource("event", out / "event", WEIGHTS["event"], ("t2v", "i2v")),
-    ])
+    mixture = work / "out" / "mixture.yaml"
+    return mixture if mixture.is_file() else make_sample_mixture(work, weights=WEIGHTS)
 
 
 def draw_alone(mixture: Path, batch: int, calls: int = 2000, rounds: int = 5) -> float:

@@ -36,3 +36,14 @@ def demo_build(tmp_path_factory) -> Path:
         else:
             os.environ["SOURCE_DATE_EPOCH"] = old
     return out
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op torch thread for the test, then the caller's count again."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

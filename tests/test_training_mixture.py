@@ -5,11 +5,9 @@ import json
 import shutil
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
 
 from training_stub import checkpoint as ckpt
 from training_stub.config import load_config
@@ -17,6 +15,9 @@ from training_stub.infer_check import check_checkpoint
 from training_stub.mixture import MixtureWindows, StreamWindows
 from training_stub.train import ACTION_CACHE, LOSS_PLOT, METRICS_LOG, TextSide, _batch, task_window, train
 from yume_core.mixture import MixtureSampler, MixtureSource, read_mixture, write_mixture
+
+# models this small run faster on one intra-op thread, and on a busy machine far more predictably
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = {
     "data": {"latents": {"height": 16, "width": 32, "patch": 4}, "chunk_latents": 2, "max_history_chunks": 2,
@@ -26,29 +27,11 @@ TINY = {
     "log_every": 100,
     "checkpoint_every": 0,
 }
-EVENTS = ["A tram passes the corner.", None, "Rain starts to fall on the square."]
+WEIGHTS = {"real_world": 0.5, "synthetic": 0.3, "event": 0.2}
 
 
 def _silent(_msg):
     pass
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _clip(path, seed, frames=40):
-    """A small moving texture (the synthetic and event sets' videos); returns its first frame."""
-    from yume_core.media import write_video
-
-    base = np.random.default_rng(seed).integers(0, 255, (36, 64, 3)).astype(np.uint8)
-    shots = [np.roll(base, 2 * i, axis=1) for i in range(frames)]
-    write_video(path, shots, 16, options={"x264-params": "bframes=0"})
-    return shots[0]
 
 
 @pytest.fixture(scope="module")
@@ -56,40 +39,12 @@ def sets(tmp_path_factory):
     """Three sets as the build writes them: real-world clips with actions (two of three with an event caption, so
     one clip trains T2V only), synthetic videos (T2V, no labels) and event videos with start images (T2V+I2V, no
     labels), and the mixture file over them."""
-    import quantize_actions
-    import shards
-    from yume_core.config import to_dict
-    from yume_core.sample_data import make_sekai_sample
-    from yume_core.sekai import check_frame_counts, probe_clips, read_sekai_csv
+    from pipelines.sample_mixture import make_sample_mixture
 
     root = tmp_path_factory.mktemp("mixture")
-    out, media = root / "out", root / "media"
-    media.mkdir()
-    sample = make_sekai_sample(root / "sekai", n_clips=3, n_frames=40, size=(64, 36))
-    table = read_sekai_csv(sample.csv_path, sample.videos_dir, sample.cameras_dir)
-    table = check_frame_counts(quantize_actions.quantize_table(probe_clips(table), quantize_actions.QuantizeConfig()))
-    table = table.append_column("caption_event", pa.array(EVENTS, pa.string()))
-    config = shards.ShardConfig(max_count=2)
-    shards.write_set_shards(table, out / "real_world", "real_world", config,
-                            {"actions": to_dict(quantize_actions.QuantizeConfig())})
-    rows = []
-    for i in range(3):
-        _clip(media / f"s{i}.mp4", i)
-        rows.append({"prompt_id": f"syn{i}", "caption": f"A drone flies over green hills, take {i}.",
-                     "video_path": f"s{i}.mp4", "status": "ok", "reason": None, "error": None})
-    shards.write_set_shards(pa.Table.from_pylist(rows), out / "synthetic", "synthetic", config, base_dir=media)
-    rows = []
-    for i in range(2):
-        Image.fromarray(_clip(media / f"e{i}.mp4", 10 + i)).save(media / f"e{i}.png")
-        rows.append({"prompt_id": f"ev{i}", "caption": f"A dragon lands on the market square, take {i}.",
-                     "video_path": f"e{i}.mp4", "image_path": f"e{i}.png", "category": "fantasy", "status": "ok",
-                     "reason": None, "error": None})
-    shards.write_set_shards(pa.Table.from_pylist(rows), out / "event", "event", config, base_dir=media)
-    mixture = write_mixture(out / "mixture.yaml", [
-        MixtureSource("real_world", out / "real_world", 0.5, ("t2v", "i2v")),
-        MixtureSource("synthetic", out / "synthetic", 0.3, ("t2v",)),
-        MixtureSource("event", out / "event", 0.2, ("t2v", "i2v")),
-    ])
+    mixture = make_sample_mixture(root, clips=3, clip_frames=40, clip_size=(64, 36), videos=3, video_frames=40,
+                                  video_size=(64, 36), weights=WEIGHTS, shard_max_count=2)
+    out = root / "out"
     return {"root": root, "out": out, "mixture": mixture}
 
 
@@ -126,7 +81,7 @@ def test_each_set_streams_the_windows_of_each_task_it_trains(sets):
         assert all(w["actions"] == [] for w in seen[key])
     assert all(w["actions"] for w in seen["real_world/t2v"])
     # real-world I2V trains on the event caption, only of the clips that have one; T2V on the scene caption
-    assert {w["texts"]["i2v"] for w in seen["real_world/i2v"]} <= {e for e in EVENTS if e}
+    assert {w["texts"]["i2v"] for w in seen["real_world/i2v"]} <= {f"A street musician starts to play, scene {i}." for i in (0, 2)}
     assert len({w["clip_id"] for w in seen["real_world/t2v"]}) == 3
     assert len({w["clip_id"] for w in seen["real_world/i2v"]}) == 2
     assert all(w["texts"]["t2v"] != w["texts"]["i2v"] for w in seen["real_world/i2v"])

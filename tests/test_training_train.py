@@ -19,6 +19,9 @@ from training_stub.train import (
 from yume_core.actions import load_vocabulary
 
 PHRASES = load_vocabulary("yume15").all_phrases()
+# models this small run faster on one intra-op thread, and on a busy machine far more predictably
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SMALL = {
     "data": {"latents": {"height": 16, "width": 16, "patch": 4}, "chunk_latents": 2, "max_history_chunks": 3},
     "model": {"width": 64, "depth": 2, "heads": 2, "tscm": {"tiers": [[2, 1, 2, 2], [4, 1, 4, 4]], "channel_dim": 16}},
@@ -63,15 +66,6 @@ class ExactWindows:
 
     def load_state_dict(self, state):
         self.position = state["position"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # models this small run faster on one intra-op thread, and on a busy machine far more predictably
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
