@@ -58,16 +58,8 @@ def _model(tiers, seed=0):
     return WorldDiT(cfg, 12, text_dim=8).eval()
 
 
-@pytest.fixture
-def one_thread():
-    # one intra-op thread: a second one adds only synchronisation noise to timings of a model this small
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_real_rollout_passes_when_history_is_bounded(one_thread):
+# timing tests run on one torch thread: a second adds only synchronisation noise to a model this small
+def test_real_rollout_passes_when_history_is_bounded(one_torch_thread):
     model = _model(((2, 1, 2, 2), (8, 1, 4, 4)))  # saturates at 8 history latents: from chunk 5 on (2 per chunk)
     series = {}
     for mode in ("tscm", "full"):
@@ -82,7 +74,7 @@ def test_real_rollout_passes_when_history_is_bounded(one_thread):
     assert verdict["passed"], verdict
 
 
-def test_real_rollout_fails_when_history_is_not_bounded(one_thread):
+def test_real_rollout_fails_when_history_is_not_bounded(one_torch_thread):
     model = _model(((64, 1, 2, 2),))  # every latent at the finest patch: TSCM degenerates to full context
     series = {m: rollout(model, torch.randn(12, 8, 8), [torch.randn(5, 8)], 18, 2, 4, m, repeats=2)[1]
               for m in ("tscm", "full")}
@@ -117,7 +109,7 @@ def test_run_check_writes_report_plot_and_video_per_task(tmp_path):
     assert frames == [(13, 12, 8, 8)] * 2
 
 
-def test_t2v_rollout_generates_the_first_frame_and_i2v_keeps_the_start(one_thread):
+def test_t2v_rollout_generates_the_first_frame_and_i2v_keeps_the_start(one_torch_thread):
     model = _model(((2, 1, 2, 2), (8, 1, 4, 4)))
     start = torch.randn(12, 8, 8)
     i2v, s_i2v = rollout(model, start, [torch.randn(3, 8)], 3, 2, 2, "tscm", repeats=0, task="i2v")
