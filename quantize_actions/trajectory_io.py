@@ -7,6 +7,7 @@ found and what was expected, so a batch run marks that one row failed and goes o
 
 from __future__ import annotations
 
+import io
 import zipfile
 import zlib
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Iterable
 import numpy as np
 
 from quantize_actions.validate import check_shape, validate_poses
+from yume_core import remote
 from yume_core.errors import RowError
 from yume_core.storage import is_temp
 
@@ -23,9 +25,9 @@ TRAJECTORY_SUFFIXES = (".npy", ".npz")
 _UNREADABLE = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error)
 
 
-def _read(path: Path) -> np.ndarray:
+def _read(path: Path | str) -> np.ndarray:
     try:
-        loaded = np.load(path, allow_pickle=False)
+        loaded = np.load(io.BytesIO(remote.read_bytes(path)) if remote.is_url(path) else path, allow_pickle=False)
         if isinstance(loaded, np.lib.npyio.NpzFile):
             with loaded:
                 if "extrinsic" not in loaded.files:
@@ -46,7 +48,13 @@ def _read(path: Path) -> np.ndarray:
 
 def read_trajectory(path: str | Path) -> np.ndarray:
     """(N, 4, 4) poses as stored (float32 for Sekai), after the checks that need no pass over the values
-    (existence, format, shape, at least two poses); `validate_poses` does the rest."""
+    (existence, format, shape, at least two poses); `validate_poses` does the rest. `path` may be a URL."""
+    if remote.is_url(path):
+        if not remote.exists(path):
+            raise RowError("camera_missing", f"{path}: no such object; check the camera path or the dataset root")
+        poses = _read(path)
+        check_shape(poses, source=path)
+        return poses
     path = Path(path)
     if not path.exists():
         raise RowError("camera_missing", f"{path}: no such file; check the camera path or the dataset root")

@@ -41,7 +41,7 @@ import numpy as np
 
 from shards.config import ShardConfig
 from shards.keys import sanitize_key
-from yume_core import buildtime
+from yume_core import buildtime, remote
 from yume_core.errors import RowError
 from yume_core.samples import DEFAULT_TASKS, SCHEMA_VERSION, check_tasks, task_fields
 
@@ -156,6 +156,8 @@ def open_video(row: Mapping[str, Any]) -> tuple[BinaryIO, int, str | None]:
     path = row.get("video_path")
     if not path:
         raise RowError("video_missing", f"clip {row.get('clip_id')!r} has no video_path; nothing to put in a shard.")
+    if remote.is_url(path):
+        return _open_remote_video(row, path)
     try:
         f = open(path, "rb", buffering=0)
     except FileNotFoundError:
@@ -175,11 +177,26 @@ def open_video(row: Mapping[str, Any]) -> tuple[BinaryIO, int, str | None]:
     return f, stat.st_size, row.get("video_sha256") if unchanged else None
 
 
+def _open_remote_video(row: Mapping[str, Any], url: str) -> tuple[BinaryIO, int, None]:
+    """`open_video` for an object-storage URL: a ranged reader; no recorded digest is trusted (an object has no
+    mtime to prove it unchanged), so the writer hashes the bytes it copies."""
+    try:
+        f = remote.open_input(url)
+    except FileNotFoundError:
+        raise RowError("video_missing", f"{url}: video object not found (moved or deleted since it was probed).") from None
+    expected = row.get("video_bytes")
+    if expected is not None and expected != f.size:
+        f.close()
+        raise RowError("video_changed", f"{url}: object has {f.size} bytes but the manifest recorded {expected} when "
+                       "it was probed; it was replaced since. Re-probe it (rerun the clips step) or restore it.")
+    return f, f.size, None
+
+
 def read_video_bytes(row: Mapping[str, Any]) -> bytes:
     """The source mp4 exactly as stored; RowError if it is gone or changed size since it was probed."""
     f, _, _ = open_video(row)
     with f:
-        return f.readall()
+        return f.read()
 
 
 def transcode_video(row: Mapping[str, Any], config: ShardConfig) -> tuple[bytes, dict]:
@@ -189,9 +206,9 @@ def transcode_video(row: Mapping[str, Any], config: ShardConfig) -> tuple[bytes,
     src = row.get("video_path")
     if not src:
         raise RowError("video_missing", f"clip {row.get('clip_id')!r} has no video_path; nothing to transcode.")
-    with tempfile.TemporaryDirectory(prefix="yume-shard-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="yume-shard-") as tmp, remote.input_file(src) as local:
         dst = Path(tmp) / "clip.mp4"
-        info = transcode(src, dst, fps=config.fps, size=config.size, codec=config.codec, crf=config.crf)
+        info = transcode(local, dst, fps=config.fps, size=config.size, codec=config.codec, crf=config.crf)
         data = dst.read_bytes()
     return data, {"fps": float(info.fps), "frames": int(info.frames), "width": int(info.width), "height": int(info.height)}
 
@@ -202,13 +219,14 @@ def load_poses(path: str | None, clip_id: str | None = None) -> np.ndarray:
         raise RowError("poses_missing", f"clip {clip_id!r} has no camera_path.")
     p = Path(path)
     try:
+        source = io.BytesIO(remote.read_bytes(path)) if remote.is_url(path) else p
         if p.suffix.lower() == ".npz":
-            with np.load(p, allow_pickle=False) as z:
+            with np.load(source, allow_pickle=False) as z:
                 if "extrinsic" not in z.files:
                     raise RowError("poses_invalid", f"{p}: no 'extrinsic' array (has {sorted(z.files)}); not a Sekai camera file.")
                 poses = z["extrinsic"]
         else:
-            poses = np.load(p, allow_pickle=False)
+            poses = np.load(source, allow_pickle=False)
     except FileNotFoundError:
         raise RowError("poses_missing", f"{p}: camera file not found (moved or deleted since actions were computed).") from None
     except RowError:

@@ -4,7 +4,9 @@ Checks, per sample: its key is in the index, in this shard, at this byte offset;
 sha256) are the index's; the json parses and follows the sample schema (yume_core.samples: common and per-set fields, its `key` is the sample's, a real-world clip id sanitises to it; an event sample that trains i2v has its `.jpg`); the
 action label lists have equal lengths, (frames-1)//stride when a stride is given; segment and chunk frame ranges
 lie within [0, frames-1]; the npy loads as float32 (frames, 4, 4) where `frames` is the pose timeline
-(`actions.frames`). Across the folder: no key twice, every tar readable, every ok index entry found.
+(`actions.frames`). Across the folder: no key twice, every tar readable, every ok index entry found, and a tar's
+completion marker (where there is one) agrees with its size and sample count. The folder may be a URL
+(`s3://bucket/set`): index, markers and tars are then read from object storage.
 With `decode=True`, each mp4 is also probed (every packet demuxed, both ends decoded) and its frames, fps and size
 compared with the json.
 """
@@ -26,7 +28,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from shards.keys import sanitize_key
-from shards.writer import INDEX_FILE
+from shards.writer import INDEX_DIR, INDEX_FILE, MARKER_SUFFIX
+from yume_core import remote
 from yume_core.manifest import OK
 from yume_core.storage import TMP_MARK
 from yume_core.samples import check_sample
@@ -145,9 +148,10 @@ def _check_video(errors, shard, key, data: bytes, rec):
         errors.append((shard, key, "mp4 disagrees with json: " + ", ".join(diffs)))
 
 
-def _verify_tar(path: Path, index_rows: dict, decode: bool):
-    """Read one tar; returns (keys in order, errors). `index_rows`: key -> index row (ok rows of the folder)."""
-    shard = path.name
+def _verify_tar(path: str, index_rows: dict, decode: bool):
+    """Read one tar (a path or URL); returns (keys in order, errors). `index_rows`: key -> index row (ok rows of
+    the folder)."""
+    shard = path.rsplit("/", 1)[-1]
     errors: list[Error] = []
     keys: list[str] = []
 
@@ -192,7 +196,7 @@ def _verify_tar(path: Path, index_rows: dict, decode: bool):
             errors.append((shard, key, "event sample trains i2v but has no .jpg start image"))
 
     try:
-        with tarfile.open(path, "r:") as tf:
+        with remote.open_input(path) as raw, tarfile.open(fileobj=raw, mode="r:") as tf:
             cur_key, cur_offset, members = None, None, []
             for m in tf:
                 if not m.isfile():
@@ -216,15 +220,33 @@ def _verify_tar(path: Path, index_rows: dict, decode: bool):
     return keys, errors
 
 
+def _check_marker(errors, shards_dir: str, name: str, keys: int) -> None:
+    marker_url = remote.join(shards_dir, INDEX_DIR, name[: -len(".tar")] + MARKER_SUFFIX)
+    if not remote.exists(marker_url):
+        return  # folders written before markers existed; the members are checked one by one anyway
+    try:
+        marker = json.loads(remote.read_bytes(marker_url))
+    except ValueError as e:
+        errors.append((name, None, f"completion marker is not JSON: {e}"))
+        return
+    nbytes = remote.size(remote.join(shards_dir, name))
+    if marker.get("bytes") != nbytes:
+        errors.append((name, None, f"tar has {nbytes} bytes, its completion marker says {marker.get('bytes')}"))
+    if marker.get("samples") != keys:
+        errors.append((name, None, f"tar holds {keys} samples, its completion marker says {marker.get('samples')}"))
+
+
 def verify_shards(shards_dir: str | Path, decode: bool = False, threads: int | None = None) -> VerifyReport:
-    """Check every sample of every tar listed in `shards_dir/index.parquet` or present in `shards_dir`."""
-    shards_dir = Path(shards_dir)
-    report = VerifyReport(str(shards_dir))
+    """Check every sample of every tar listed in `shards_dir/index.parquet` or present in `shards_dir` (a folder
+    or a URL)."""
+    shards_dir = str(shards_dir).rstrip("/") if remote.is_url(str(shards_dir)) else str(shards_dir)
+    report = VerifyReport(shards_dir)
     index_rows: dict[str, dict] = {}
     listed: set[str] = set()
-    index_path = shards_dir / INDEX_FILE
-    if index_path.is_file():
-        index = pq.read_table(index_path).to_pylist()
+    index_path = remote.join(shards_dir, INDEX_FILE)
+    if remote.exists(index_path):
+        with remote.open_input(index_path) as f:
+            index = pq.read_table(f).to_pylist()
         for row in index:
             if row.get("status", OK) != OK:
                 report.failed_rows += 1
@@ -235,24 +257,26 @@ def verify_shards(shards_dir: str | Path, decode: bool = False, threads: int | N
             listed.add(row["shard"])
     else:
         report.errors.append((None, None, f"no {INDEX_FILE} in {shards_dir}"))
-    present = {p.name for p in shards_dir.glob("*.tar") if not p.name.startswith(TMP_MARK)}
+    present = {u.rsplit("/", 1)[-1] for u in remote.list_files(shards_dir, ".tar")}
+    present = {n for n in present if not n.startswith(TMP_MARK)}
     for name in sorted(listed - present):
         report.errors.append((name, None, "shard listed in the index is missing"))
-    tars = [shards_dir / n for n in sorted(present)]
+    tars = [remote.join(shards_dir, n) for n in sorted(present)]
     threads = threads or max(1, min(4, os.cpu_count() or 1))
     with ThreadPoolExecutor(threads) as ex:  # sha256 and file reads release the GIL
         results = list(ex.map(lambda p: _verify_tar(p, index_rows, decode), tars))
     seen: dict[str, str] = {}
     found: set[str] = set()
-    for path, (keys, errors) in zip(tars, results):
+    for name, (keys, errors) in zip(sorted(present), results):
         report.shards += 1
         report.samples += len(keys)
         report.errors.extend(errors)
+        _check_marker(report.errors, shards_dir, name, len(keys))
         for key in keys:
             if key in seen:
-                report.errors.append((path.name, key, f"duplicate key (also in {seen[key]})"))
+                report.errors.append((name, key, f"duplicate key (also in {seen[key]})"))
             else:
-                seen[key] = path.name
+                seen[key] = name
             found.add(key)
     for key, row in index_rows.items():
         if key not in found and row["shard"] in present:

@@ -48,11 +48,13 @@ from shards.sample import SampleContext, SampleSpec, member_records, now_iso, op
 from yume_core import buildtime
 from yume_core.errors import RowError
 from yume_core.manifest import FAILED, OK
-from yume_core.storage import TMP_MARK, atomic_path
+from yume_core.remote import ensure_local
+from yume_core.storage import TMP_MARK, atomic_path, atomic_write_text
 
 INDEX_FILE = "index.parquet"
 FINGERPRINT_KEY = b"yume_shard_fingerprint"  # index part metadata: what the shard was written from
 INDEX_DIR = "_index"
+MARKER_SUFFIX = ".done.json"  # `_index/<shard>.done.json`: size, sha256 and samples of a finished shard
 MEMBER_TYPE = pa.struct([("ext", pa.string()), ("bytes", pa.int64()), ("sha256", pa.string())])
 INDEX_SCHEMA = pa.schema(
     [
@@ -216,7 +218,27 @@ def _mtime(created: str) -> int:
         return buildtime.build_epoch()
 
 
-def _write_shard(table_rows: pa.Table, path: Path, ctx: SampleContext) -> pa.Table:
+class _HashingFile:
+    """A write-only file that hashes what goes through it, so a shard's sha256 (its completion marker's) costs no
+    second read of the tar."""
+
+    def __init__(self, f):
+        self.f, self.sha, self.bytes = f, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        self.bytes += len(memoryview(data).cast("B"))
+        return self.f.write(data)
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _write_shard(table_rows: pa.Table, path: Path, ctx: SampleContext) -> tuple[pa.Table, str, int]:
+    """Write the tar; returns its index rows, sha256 and size."""
     path = Path(path)
     ok = table_rows.take(pa.array(ok_positions(table_rows)))
     keys = sample_keys(ok["clip_id"].to_pylist())
@@ -229,7 +251,8 @@ def _write_shard(table_rows: pa.Table, path: Path, ctx: SampleContext) -> pa.Tab
             cols[name].append(kw.get(name))
 
     with atomic_path(path) as tmp:
-        with open(tmp, "wb", buffering=FILE_BUFFER) as f:
+        with open(tmp, "wb", buffering=FILE_BUFFER) as raw:
+            f = _HashingFile(raw)
             tw = _TarWriter(f, encoder=False, mtime=_mtime(ctx.created), format="PAX_FORMAT")
             tw.tarstream.copybufsize = COPY_CHUNK
             position = 0
@@ -249,7 +272,7 @@ def _write_shard(table_rows: pa.Table, path: Path, ctx: SampleContext) -> pa.Tab
                     member_bytes=sum(r["bytes"] for r in records), members=records, status=OK)
                 position += 1
             tw.close()
-    return pa.Table.from_pydict(cols, schema=INDEX_SCHEMA)
+    return pa.Table.from_pydict(cols, schema=INDEX_SCHEMA), f.sha.hexdigest(), f.bytes
 
 
 def write_shard(table_rows: pa.Table, path: str | Path, config: ShardConfig | None = None,
@@ -260,7 +283,7 @@ def write_shard(table_rows: pa.Table, path: str | Path, config: ShardConfig | No
     out of the tar and returned as index rows with status `failed`, a reason code and a message; the others follow.
     Raises KeyCollisionError if two rows share a sample key.
     """
-    return _write_shard(table_rows, Path(path), SampleContext(config or ShardConfig(), provenance, spec=spec))
+    return _write_shard(table_rows, Path(path), SampleContext(config or ShardConfig(), provenance, spec=spec))[0]
 
 
 # ------------------------------------------------------------------------------------------------ folders, resume
@@ -298,9 +321,48 @@ def _part_fingerprint(part: Path) -> str | None:
     return value.decode() if value else None
 
 
+def marker_path(out_dir: str | Path, i_or_name: int | str, config: ShardConfig | None = None) -> Path:
+    """Shard i's completion marker: `_index/<shard>.done.json`, written after its tar and index part."""
+    return index_part_path(out_dir, i_or_name, config).with_suffix(MARKER_SUFFIX)
+
+
+def read_marker(path: str | Path) -> dict | None:
+    """A completion marker; where the folder mirrors object storage, the bucket's (a run killed between writing
+    the marker here and uploading it has not finished the shard)."""
+    from yume_core.remote import mirror_for, read_bytes
+
+    mirror = mirror_for(path)
+    try:
+        return json.loads(read_bytes(mirror.remote_of(path)) if mirror is not None else Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _tar_matches(tar: Path, marker: Mapping) -> bool:
+    """The shard's bytes are the ones its marker describes: size, then sha256 read back. Where the folder mirrors
+    object storage the bucket's copy is checked (it is what readers get), else the local file."""
+    from yume_core.remote import mirror_for, sha256_of, size
+
+    mirror = mirror_for(tar)
+    where = mirror.remote_of(tar) if mirror is not None else str(tar)
+    return size(where) == marker.get("bytes") and sha256_of(where) == marker.get("sha256")
+
+
+def _complete(out_dir: Path, i: int, config: ShardConfig, fingerprint: str | None) -> bool:
+    """Shard i is done: its index part and marker exist, agree on the fingerprint (when one is given), and the tar
+    matches the marker. Checked, not trusted: a truncated or altered tar, or one whose upload never finished, is
+    written again."""
+    part, marker = index_part_path(out_dir, i, config), read_marker(marker_path(out_dir, i, config))
+    if marker is None or not part.is_file():
+        return False
+    if fingerprint is not None and not (_part_fingerprint(part) == fingerprint == marker.get("fingerprint")):
+        return False
+    return _tar_matches(out_dir / shard_name(i, config), marker)
+
+
 def shard_done(out_dir: str | Path, i: int, config: ShardConfig | None = None, rows: pa.Table | None = None,
                provenance: Mapping | None = None, spec: SampleSpec | None = None) -> bool:
-    """True when shard i's tar and index part both exist.
+    """True when shard i is complete: tar, index part and completion marker, the tar checked against the marker.
 
     Given the planned `rows` (and the `provenance` the shard would be written with), also true only if the part
     was written from the same inputs: the same ok rows with the same sample columns, the same shard settings and
@@ -308,31 +370,32 @@ def shard_done(out_dir: str | Path, i: int, config: ShardConfig | None = None, r
     rewrites the shard instead of keeping a stale one.
     """
     config = config or ShardConfig()
-    tar = Path(out_dir) / shard_name(i, config)
-    part = index_part_path(out_dir, i, config)
-    if not (tar.is_file() and part.is_file()):
-        return False
-    if rows is None:
-        return True
-    return _part_fingerprint(part) == _fingerprint(rows, SampleContext(config, provenance, created="-", spec=spec))
+    fp = None if rows is None else _fingerprint(rows, SampleContext(config, provenance, created="-", spec=spec))
+    return _complete(Path(out_dir), i, config, fp)
 
 
 def _write_part(table_rows, out_dir, i, ctx, skip_existing) -> pa.Table:
     out_dir = Path(out_dir)
     tar, part = out_dir / shard_name(i, ctx.config), index_part_path(out_dir, i, ctx.config)
     fingerprint = _fingerprint(table_rows, ctx)
-    if skip_existing and tar.is_file() and part.is_file() and _part_fingerprint(part) == fingerprint:
+    if skip_existing and _complete(out_dir, i, ctx.config, fingerprint):
         return pq.read_table(part, schema=INDEX_SCHEMA)
-    index = _write_shard(table_rows, tar, ctx)
+    marker = marker_path(out_dir, i, ctx.config)
+    marker.unlink(missing_ok=True)  # from here until the new marker, the shard is not done
+    index, digest, nbytes = _write_shard(table_rows, tar, ctx)
     with atomic_path(part) as tmp:
         pq.write_table(index.replace_schema_metadata({FINGERPRINT_KEY: fingerprint}), tmp)
+    samples = pc.sum(pc.equal(index["status"], OK)).as_py() or 0
+    atomic_write_text(marker, json.dumps({"shard": tar.name, "bytes": nbytes, "sha256": digest, "samples": samples,
+                                          "fingerprint": fingerprint}, sort_keys=True))
     return index
 
 
 def write_shard_part(table_rows: pa.Table, out_dir: str | Path, i: int, config: ShardConfig | None = None,
                      provenance: Mapping | None = None, skip_existing: bool = True,
                      spec: SampleSpec | None = None) -> pa.Table:
-    """Write shard i of a plan (`out_dir/{prefix}-{i:06d}.tar`, then its index part) unless already done.
+    """Write shard i of a plan (`out_dir/{prefix}-{i:06d}.tar`, its index part, then its completion marker) unless
+    already done.
 
     What a flow runs as one task per shard: `groups = plan_shards(ok, cfg)`, then
     `write_shard_part(ok.take(groups[i]), out_dir, i, cfg, provenance)` for each i, then `merge_index(out_dir, n)`.
@@ -358,7 +421,7 @@ def merge_index(out_dir: str | Path, shards: int | Sequence[str] | None = None,
         )
     else:
         names = [shard_name(i, config) for i in range(shards)] if isinstance(shards, int) else list(shards)
-        parts = [index_part_path(out_dir, n) for n in names]
+        parts = [ensure_local(index_part_path(out_dir, n)) for n in names]  # written on another node, maybe
         missing = [p.name for p in parts if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"{out_dir}: index parts missing for {len(missing)} shard(s), e.g. {missing[:3]}; "
@@ -396,19 +459,30 @@ def write_shards(table: pa.Table, out_dir: str | Path, config: ShardConfig | Non
 
 
 def remove_stale_shards(out_dir: str | Path, planned: int, config: ShardConfig | None = None) -> list[str]:
-    """Delete shards (and their index parts) numbered `planned` or higher: left by an earlier, larger plan, they
-    would otherwise be picked up by anyone globbing `*.tar`. Returns the names removed."""
+    """Delete shards (and their index parts, markers, Energon offsets) numbered `planned` or higher, here and in
+    the bucket the folder mirrors: left by an earlier, larger plan, they would otherwise be picked up by anyone
+    listing `*.tar`. Returns the names removed."""
+    from yume_core.remote import list_files, mirror_for
+
     out_dir = Path(out_dir)
     keep = {shard_name(i, config) for i in range(planned)}
     prefix = (config or ShardConfig()).prefix + "-"
+    names = {p.name for p in out_dir.glob(f"{prefix}*.tar")}
+    mirror = mirror_for(out_dir / INDEX_FILE)
+    if mirror is not None:
+        names |= {u.rsplit("/", 1)[-1] for u in list_files(mirror.remote_of(out_dir), ".tar")}
     removed = []
-    for tar in out_dir.glob(f"{prefix}*.tar"):
-        if tar.name not in keep and not tar.name.startswith(TMP_MARK):
-            index_part_path(out_dir, tar.name).unlink(missing_ok=True)
-            tar.with_name(tar.name + ".idx").unlink(missing_ok=True)  # its Energon sample offsets
-            tar.unlink()
-            removed.append(tar.name)
-    return sorted(removed)
+    for name in sorted(names):
+        if name in keep or name.startswith(TMP_MARK) or not name.startswith(prefix):
+            continue
+        tar = out_dir / name
+        # the tar last: while any of its files is left, the next run still sees the shard and removes it
+        for p in (marker_path(out_dir, name), index_part_path(out_dir, name), tar.with_name(name + ".idx"), tar):
+            p.unlink(missing_ok=True)
+            if mirror is not None:
+                mirror.remove(p)
+        removed.append(name)
+    return removed
 
 
 def remove_temp_files(out_dir: str | Path) -> int:

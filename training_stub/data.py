@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import webdataset as wds
 from av.video.reformatter import VideoReformatter
+from webdataset.gopen import gopen_schemes
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from training_stub.latents import LatentSpace
@@ -51,9 +52,21 @@ from training_stub.windows import (
     timeline_scale,
     window_actions,
 )
+from yume_core import remote
 from yume_core.samples import TASKS
 
 log = logging.getLogger(__name__)
+
+
+def _gopen_fsspec(url, mode="rb", bufsize=8192, **kw):
+    """webdataset's opener for object-storage URLs: a streaming fsspec file with the configured credentials."""
+    return remote.open_input(url, mode)
+
+
+# webdataset opens shards through its `gopen_schemes` table, which knows no object storage but `gs` (by a gsutil
+# subprocess); fsspec's filesystems take those URLs with the same credentials as every other read here
+for _scheme in ("s3", "s3a", "gs", "gcs", "az", "abfs", "memory"):
+    gopen_schemes[_scheme] = _gopen_fsspec
 
 # skip reasons counted in WindowLoader.stats (besides `windows`, and `no_actions`, which counts windows trained with
 # an empty action description)
@@ -83,10 +96,14 @@ class DataConfig:
 
 
 def resolve_shards(shards: str | Path | list[str]) -> list[str]:
-    """A directory (its `*.tar`, sorted), a brace pattern or `::`-joined URLs (webdataset's syntax), one path or
-    URL, or a list of them, as a list of URLs."""
+    """A directory or an object-storage folder (`s3://bucket/set`: its `*.tar`, sorted), a brace pattern or
+    `::`-joined URLs (webdataset's syntax), one path or URL, or a list of them, as a list of URLs."""
     if isinstance(shards, (list, tuple)):
         urls = [str(s) for s in shards]
+    elif remote.is_url(str(shards)) and remote.is_dir(str(shards)):
+        urls = remote.list_files(str(shards), ".tar")
+        if not urls:
+            raise ValueError(f"{shards}: no *.tar shards in this folder")
     elif Path(shards).is_dir():
         urls = sorted(str(p) for p in Path(shards).glob("*.tar"))
         if not urls:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from training_stub.data import DataConfig, WindowLoader
+from yume_core import remote
 from yume_core.mixture import MixtureSampler, MixtureSource, read_mixture
 from yume_core.samples import TASKS
 
@@ -58,16 +59,14 @@ def is_mixture_file(path) -> bool:
 
 
 def trainable_tasks(folder: str | Path) -> dict[str, int] | None:
-    """Samples per task among the ok samples of a set folder's index; None without an index."""
-    index = Path(folder) / INDEX_FILE
-    if not index.is_file():
+    """Samples per task among the ok samples of a set folder's index (a folder or a URL); None without an index."""
+    index = remote.join(str(folder), INDEX_FILE)
+    if not remote.exists(index):
         return None
-    import pyarrow.parquet as pq
-
-    names = pq.read_schema(index).names
+    names = remote.read_parquet_schema(index).names
     if "tasks" not in names:  # an index written before sample schema v1: real-world clips
         return None
-    table = pq.read_table(index, columns=[c for c in ("status", "tasks") if c in names]).to_pylist()
+    table = remote.read_parquet(index, columns=[c for c in ("status", "tasks") if c in names]).to_pylist()
     counts = dict.fromkeys(TASKS, 0)
     for row in table:
         if row.get("status", "ok") == "ok":
@@ -79,23 +78,24 @@ def trainable_tasks(folder: str | Path) -> dict[str, int] | None:
 
 def folder_set_name(folder: str | Path) -> str:
     """The set a shard folder holds, from its index (`set` column), else the folder's name."""
-    index = Path(folder) / INDEX_FILE
-    if index.is_file():
-        import pyarrow.parquet as pq
-
-        if "set" in pq.read_schema(index).names:
-            names = {s for s in pq.read_table(index, columns=["set"])["set"].to_pylist() if s}
+    index = remote.join(str(folder), INDEX_FILE)
+    if remote.exists(index):
+        if "set" in remote.read_parquet_schema(index).names:
+            names = {s for s in remote.read_parquet(index, columns=["set"])["set"].to_pylist() if s}
             if len(names) == 1:
                 return names.pop()
-    path = Path(folder)
-    return path.name if path.is_dir() else "shards"
+    return str(folder).rstrip("/").rsplit("/", 1)[-1] if remote.is_dir(str(folder)) else "shards"
 
 
 def shard_sources(shards: str | Path | list[str]) -> list[MixtureSource]:
     """A plain shard folder (or pattern, or URL list) as a one-set mixture of weight 1 training every task."""
     if isinstance(shards, (list, tuple)):
-        return [MixtureSource("shards", Path(str(shards[0])), 1.0, TASKS)]
-    return [MixtureSource(folder_set_name(shards), Path(shards), 1.0, TASKS)]
+        return [MixtureSource("shards", _as_path(shards[0]), 1.0, TASKS)]
+    return [MixtureSource(folder_set_name(shards), _as_path(shards), 1.0, TASKS)]
+
+
+def _as_path(where) -> Path | str:
+    return str(where) if remote.is_url(str(where)) else Path(where)
 
 
 def stream_seed(seed: int, name: str, task: str) -> int:
@@ -119,7 +119,7 @@ class MixtureWindows:
         self.notes: list[str] = []
         effective = []
         for s in sources:
-            counts = trainable_tasks(s.path) if s.path.is_dir() else None
+            counts = trainable_tasks(s.path) if remote.is_dir(str(s.path)) else None
             tasks = s.tasks if counts is None else tuple(t for t in s.tasks if counts[t] > 0)
             dropped = [t for t in s.tasks if t not in tasks]
             if dropped:

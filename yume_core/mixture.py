@@ -38,7 +38,7 @@ MIXTURE_FILE = "mixture.yaml"
 @dataclass(frozen=True)
 class MixtureSource:
     name: str  # the set: real_world | synthetic | event (any name for a set of one's own)
-    path: Path  # the set folder (absolute once read)
+    path: Path | str  # the set folder (absolute once read), or its URL (`s3://bucket/build/real_world`)
     weight: float
     tasks: tuple[str, ...]
 
@@ -62,10 +62,15 @@ def write_mixture(path: str | Path, sources: list[MixtureSource]) -> Path:
 
 
 def read_mixture(path: str | Path, split: str = "train") -> list[MixtureSource]:
-    """The sources of one split of a metadataset written by `write_mixture` (or by hand in the same form)."""
-    path = Path(path)
+    """The sources of one split of a metadataset written by `write_mixture` (or by hand in the same form). The file
+    may be a URL: its relative set paths are then URLs beside it."""
+    from yume_core import remote
+
+    url = str(path) if remote.is_url(str(path)) else None
+    path = Path(path) if url is None else url
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+        text = remote.read_bytes(url).decode("utf-8-sig") if url else path.read_text(encoding="utf-8-sig")
+        doc = yaml.safe_load(text)
     except (OSError, yaml.YAMLError) as e:
         raise ValueError(f"{path}: cannot read the mixture ({e})") from None
     try:
@@ -84,8 +89,11 @@ def read_mixture(path: str | Path, split: str = "train") -> list[MixtureSource]:
         if not weight >= 0:
             raise ValueError(f"{where}: weight must be >= 0, got {entry.get('weight')!r}")
         tasks = check_tasks(str(sub.get("tasks", "+".join(TASKS))).split("+"), where)
-        sources.append(MixtureSource(str(sub.get("set", p.name)), p if p.is_absolute() else (path.parent / p).resolve(),
-                                     weight, tasks))
+        if url is not None:
+            where_set = entry["path"] if remote.is_url(entry["path"]) else remote.join(url.rsplit("/", 1)[0], p.as_posix())
+        else:
+            where_set = p if p.is_absolute() else (path.parent / p).resolve()
+        sources.append(MixtureSource(str(sub.get("set", p.name)), where_set, weight, tasks))
     if not sources or not sum(s.weight for s in sources) > 0:
         raise ValueError(f"{path}: the blend has no set with a positive weight")
     return sources

@@ -14,7 +14,9 @@ arbitrary local files into the shards.
 from __future__ import annotations
 
 import csv
+import io
 import os
+import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from yume_core import remote
 from yume_core.errors import InputError, RowError
 from yume_core.manifest import CLIP_SCHEMA, DROPPED, FAILED, OK, conform, mark, mark_each
 from yume_core.storage import file_sha256
@@ -60,12 +63,13 @@ def read_sekai_csv(
 ) -> pa.Table:
     """One manifest row per CSV data row, in file order; malformed and duplicate rows are kept with a status.
 
-    SekaiFormatError (an InputError) when the file as a whole cannot be used: missing, not UTF-8, no header."""
-    csv_path = Path(csv_path)
-    videos_dir, cameras_dir = Path(videos_dir), Path(cameras_dir)
-    source = source or csv_path.stem
+    SekaiFormatError (an InputError) when the file as a whole cannot be used: missing, not UTF-8, no header.
+    Each of the three may be an object-storage URL (`s3://bucket/sekai/...`); the rows' paths are then URLs."""
+    csv_path = _as_path(csv_path)
+    videos_dir, cameras_dir = _as_path(videos_dir), _as_path(cameras_dir)
+    source = source or Path(str(csv_path)).stem
     try:
-        fh = open(csv_path, newline="", encoding="utf-8-sig")
+        fh = _open_csv(csv_path)
     except OSError as exc:
         raise SekaiFormatError(csv_path, f"cannot open the annotation CSV ({exc.strerror})",
                                "check the path and that the file is readable") from exc
@@ -90,9 +94,9 @@ def read_sekai_csv(
 
 def check_sekai_csv(csv_path: str | Path) -> list[str]:
     """The CSV's header, or SekaiFormatError: what a flow checks before it starts, reading one line."""
-    csv_path = Path(csv_path)
+    csv_path = _as_path(csv_path)
     try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+        with _open_csv(csv_path) as fh:
             return _header(csv.reader(fh), csv_path)
     except OSError as exc:
         raise SekaiFormatError(csv_path, f"cannot open the annotation CSV ({exc.strerror})",
@@ -100,6 +104,21 @@ def check_sekai_csv(csv_path: str | Path) -> list[str]:
     except (UnicodeDecodeError, csv.Error) as exc:
         raise SekaiFormatError(csv_path, f"the header line cannot be read ({exc})",
                                'save it as UTF-8 comma-separated text (Excel: "CSV UTF-8")') from exc
+
+
+def _as_path(path: str | Path) -> str | Path:
+    return str(path) if remote.is_url(str(path)) else Path(path)
+
+
+def _open_csv(path: str | Path):
+    """The CSV as text (BOM dropped, newlines as the csv module wants them), from disk or object storage."""
+    if remote.is_url(path):
+        return io.TextIOWrapper(remote.open_input(path), encoding="utf-8-sig", newline="")
+    return open(path, newline="", encoding="utf-8-sig")
+
+
+def _under(root: str | Path, name: str) -> str:
+    return remote.join(root, name) if isinstance(root, str) else str(root / name)
 
 
 def _header(reader, csv_path: Path) -> list[str]:
@@ -135,17 +154,23 @@ def _fail_outside_root(table: pa.Table, line_nos, csv_path: Path, videos_dir: Pa
     checks = (("videoFile", videos_dir, "video_path"), ("cameraFile", cameras_dir, "camera_path"))
     for column, root, path_column in checks:
         given = table[CSV_COLUMNS[column]].to_pylist()
-        inside = os.path.join(os.path.realpath(root), "")
+        url = isinstance(root, str)  # object storage has no symlinks: the key itself must stay under the prefix
+        inside = root.rstrip("/") + "/" if url else os.path.join(os.path.realpath(root), "")
         for i, (name, path) in enumerate(zip(given, table[path_column].to_pylist())):
             if reasons[i] or status[i] != OK or not name:
                 continue
-            real = _resolve(path, dirs)
+            real = _normalise_url(path) if url else _resolve(path, dirs)
             if not real.startswith(inside):
                 reasons[i] = "path_outside_root"
-                msgs[i] = (f"{csv_path.name} line {line_nos[i]}: {column} {name!r} resolves to {real}, "
+                msgs[i] = (f"{Path(str(csv_path)).name} line {line_nos[i]}: {column} {name!r} resolves to {real}, "
                            f"outside {root}; give a path inside that folder, or pass --allow-outside-root "
                            "if the CSV is trusted")
     return mark_each(table, reasons, msgs)
+
+
+def _normalise_url(url: str) -> str:
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{posixpath.normpath(rest)}"
 
 
 def _resolve(path: str, dirs: dict[str, str]) -> str:
@@ -165,10 +190,8 @@ def _derive_columns(table, n, bad, line_nos, header, source, csv_path, videos_di
     camera_files = table["camera_file"].to_pylist()
     stems = [Path(v).stem if v else None for v in video_files]
     parsed = [parse_video_stem(s) if s else None for s in stems]
-    video_paths = [str(videos_dir / v) if v else None for v in video_files]
-    camera_paths = [
-        str(cameras_dir / (c if c else f"{s}.npz")) if s else None for c, s in zip(camera_files, stems)
-    ]
+    video_paths = [_under(videos_dir, v) if v else None for v in video_files]
+    camera_paths = [_under(cameras_dir, c if c else f"{s}.npz") if s else None for c, s in zip(camera_files, stems)]
     table = table.append_column("clip_id", pa.array(stems, pa.string()))
     table = table.append_column("source", pa.array([source] * n, pa.string()))
     table = table.append_column("csv_row", pa.array(np.arange(n), pa.int64()))
@@ -186,14 +209,14 @@ def _derive_columns(table, n, bad, line_nos, header, source, csv_path, videos_di
         is_bad = np.zeros(n, bool)
         is_bad[bad] = True
         msgs = [
-            f"{csv_path.name} line {line_nos[i]} has a wrong number of fields (expected {len(header)}); "
+            f"{Path(str(csv_path)).name} line {line_nos[i]} has a wrong number of fields (expected {len(header)}); "
             "fix the quoting of that row" if is_bad[i] else None
             for i in range(n)
         ]
         table = mark(table, pa.array(is_bad), FAILED, "csv_malformed", pa.array(msgs, pa.string()))
     no_video = pc.is_null(table["video_file"])
     return mark(
-        table, no_video, FAILED, "csv_missing_video_file", f"{csv_path.name}: the row has an empty videoFile"
+        table, no_video, FAILED, "csv_missing_video_file", f"{Path(str(csv_path)).name}: the row has an empty videoFile"
     )
 
 
@@ -232,6 +255,11 @@ def probe_clips(table: pa.Table, workers: int = 4) -> pa.Table:
 
     def probe(i):
         try:
+            if remote.is_url(paths[i]):  # demuxing every packet reads the whole file: fetch it once, then probe
+                if not remote.exists(paths[i]):
+                    raise RowError("video_missing", f"{paths[i]}: no such object; check the videos URL and the CSV")
+                with remote.input_file(paths[i]) as local:
+                    return probe_video(local), None, file_sha256(local)
             info = probe_video(paths[i])
             stat = os.stat(paths[i])
             return info, stat.st_mtime_ns, file_sha256(paths[i])

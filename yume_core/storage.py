@@ -23,13 +23,18 @@ TMP_MARK = ".tmp-"
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path beside `path`; rename it over `path` only if the block finishes."""
+    """Yield a temp path beside `path`; rename it over `path` only if the block finishes. In a staging folder of an
+    object-storage output the finished file is then uploaded whole (`yume_core.remote`), so the bucket too only
+    ever holds complete files."""
+    from yume_core.remote import push_if_mirrored
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{TMP_MARK}{uuid.uuid4().hex[:8]}-{path.name}")
     try:
         yield tmp
         os.replace(tmp, path)
+        push_if_mirrored(path)
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -1,0 +1,370 @@
+"""Object storage: fsspec URLs (`s3://bucket/prefix`, `gs://...`, local paths) for inputs and outputs.
+
+Inputs are read where they are: a CSV is fetched once, a video is opened as a ranged file (PyAV reads only what it
+needs to probe it) or fetched whole when a whole copy is what the reader wants (`input_file`).
+
+Outputs go through a **mirror**: a flow whose output is a URL runs against a local staging folder (`open_output`)
+that mirrors the URL. Every file that appears atomically in the staging folder (`yume_core.storage.atomic_path`) is
+uploaded whole right after (`push_if_mirrored`), so the bucket receives files in the order they were finished, and an
+object that exists is complete (a PUT is atomic). That keeps one code path for local and object storage: stages
+keep writing with `atomic_path` into folders, and readers that want local files (pyarrow, PyAV, decord, tarfile)
+keep them. A task on another node that needs a file another node wrote (a batch part, a video) fetches it on
+demand (`ensure_local`), and a run starting on a fresh machine first fetches the run's small state (batch parts,
+index parts, completion markers, manifests, step markers; not the tars and videos), so it resumes where the last
+run stopped, wherever that ran.
+
+Credentials and endpoint come from the standard environment (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`,
+`AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`, `GOOGLE_APPLICATION_CREDENTIALS`, ...) or from `--storage-options`
+(JSON of fsspec filesystem arguments), which commands put in `YUME_STORAGE_OPTIONS` so that worker processes (a
+process pool, Ray workers started from this environment) use the same settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import IO, Any
+
+OPTIONS_ENV = "YUME_STORAGE_OPTIONS"
+STAGING_ENV = "YUME_DATA_STAGING"
+MIRROR_FILE = ".yume-remote.json"  # in a staging folder's root: the URL it mirrors
+PAYLOAD_SUFFIXES = (".tar", ".mp4")  # big files a resuming run does not fetch (markers say they are done)
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(path: str | os.PathLike | None) -> bool:
+    """True for a URL of a remote filesystem (`s3://`, `gs://`, `memory://` ...); `file://` and plain paths are
+    local."""
+    return isinstance(path, str) and bool(_URL.match(path)) and not path.startswith("file://")
+
+
+def storage_options() -> dict[str, Any]:
+    """fsspec filesystem arguments from `YUME_STORAGE_OPTIONS` (JSON; empty: the standard environment decides)."""
+    text = os.environ.get(OPTIONS_ENV, "").strip()
+    if not text:
+        return {}
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{OPTIONS_ENV} (--storage-options) is not JSON: {e}") from None
+    if not isinstance(options, dict):
+        raise ValueError(f"{OPTIONS_ENV} (--storage-options) must be a JSON object, got {type(options).__name__}")
+    return options
+
+
+def set_storage_options(options: str | dict | None) -> None:
+    """Use these fsspec arguments for every URL from now on, in this process and the workers it starts."""
+    if options is None:
+        return
+    os.environ[OPTIONS_ENV] = options if isinstance(options, str) else json.dumps(options)
+    storage_options()  # a malformed value fails here, at the command line
+    _filesystem.cache_clear()
+
+
+@lru_cache(maxsize=16)
+def _filesystem(protocol: str, options: str):
+    import fsspec
+
+    return fsspec.filesystem(protocol, **json.loads(options))
+
+
+def filesystem(url: str):
+    """(fsspec filesystem, path within it) for a URL, with the configured storage options."""
+    from fsspec.core import split_protocol
+
+    protocol, _ = split_protocol(url)
+    fs = _filesystem(protocol, json.dumps(storage_options(), sort_keys=True))
+    return fs, fs._strip_protocol(url)
+
+
+def join(base: str, *names: str) -> str:
+    """`base/name/...` for a URL or a local path."""
+    if is_url(base):
+        return "/".join([base.rstrip("/"), *(n.strip("/") for n in names)])
+    return str(Path(base, *names))
+
+
+def exists(path: str) -> bool:
+    if is_url(path):
+        fs, p = filesystem(path)
+        return fs.exists(p)
+    return Path(path).exists()
+
+
+def is_dir(path: str) -> bool:
+    if is_url(path):
+        fs, p = filesystem(path)
+        return fs.isdir(p)
+    return Path(path).is_dir()
+
+
+def size(path: str) -> int | None:
+    """Bytes of a file (local or remote), None when it is not there."""
+    if is_url(path):
+        fs, p = filesystem(path)
+        try:
+            return int(fs.size(p))
+        except FileNotFoundError:
+            return None
+    try:
+        return Path(path).stat().st_size
+    except FileNotFoundError:
+        return None
+
+
+def list_files(folder: str, suffix: str = "") -> list[str]:
+    """Files directly in `folder` whose names end with `suffix`, sorted, as URLs or paths like `folder`."""
+    if is_url(folder):
+        fs, p = filesystem(folder)
+        try:
+            names = [n.rsplit("/", 1)[-1] for n in fs.ls(p, detail=False, refresh=True)]
+        except FileNotFoundError:
+            return []
+        return sorted(join(folder, n) for n in names if n.endswith(suffix))
+    d = Path(folder)
+    return sorted(str(p) for p in d.iterdir() if p.is_file() and p.name.endswith(suffix)) if d.is_dir() else []
+
+
+def open_input(path: str, mode: str = "rb") -> IO:
+    """A file object for a local path or a URL; a remote one reads by ranges (seekable), so a reader that needs
+    a header or one member reads only that."""
+    if is_url(path):
+        fs, p = filesystem(path)
+        return fs.open(p, mode)
+    return open(path, mode)
+
+
+def read_bytes(path: str) -> bytes:
+    with open_input(path) as f:
+        return f.read()
+
+
+def read_parquet(path: str, columns: list[str] | None = None):
+    """A Parquet file (path or URL) as an Arrow table."""
+    import pyarrow.parquet as pq
+
+    with open_input(str(path)) as f:
+        return pq.read_table(f, columns=columns)
+
+
+def read_parquet_schema(path: str):
+    import pyarrow.parquet as pq
+
+    with open_input(str(path)) as f:
+        return pq.read_schema(f)
+
+
+def sha256_of(path: str, chunk: int = 8 << 20) -> str:
+    """Hex sha256 of a local or remote file, streamed."""
+    h = hashlib.sha256()
+    with open_input(path) as f:
+        while data := f.read(chunk):
+            h.update(data)
+    return h.hexdigest()
+
+
+@contextmanager
+def input_file(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """A local path to read: the path itself, or a URL's object fetched into a temp file removed afterwards (for
+    readers that want a whole local file)."""
+    if not is_url(path):
+        yield Path(path)
+        return
+    fd, tmp = tempfile.mkstemp(prefix=".yume-input-", suffix=suffix or Path(str(path)).suffix)
+    os.close(fd)
+    try:
+        fs, p = filesystem(str(path))
+        fs.get_file(p, tmp)
+        yield Path(tmp)
+    finally:
+        os.unlink(tmp)
+
+
+# ------------------------------------------------------------------------------------------------ mirrored outputs
+
+
+def staging_root() -> Path:
+    """Where staging folders live: `$YUME_DATA_STAGING`, else `<cache>/staging` (node-local scratch on a cluster)."""
+    if os.environ.get(STAGING_ENV):
+        return Path(os.environ[STAGING_ENV])
+    from yume_core.storage import cache_root
+
+    return cache_root() / "staging"
+
+
+def staging_dir(url: str) -> Path:
+    """The local folder that mirrors `url`: the same on every node and every run, so that paths recorded in
+    manifests and handed to tasks name the same files everywhere."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", url.split("://", 1)[1]).strip("_")[-80:]
+    return staging_root() / f"{readable}-{hashlib.sha256(url.rstrip('/').encode()).hexdigest()[:10]}"
+
+
+class Mirror:
+    """A local staging folder and the URL it mirrors."""
+
+    def __init__(self, root: Path, url: str):
+        self.root, self.url = Path(root), url.rstrip("/")
+
+    def remote_of(self, path: str | Path) -> str:
+        rel = Path(os.path.abspath(path)).relative_to(self.root)
+        return join(self.url, rel.as_posix())
+
+    def push(self, path: str | Path) -> None:
+        fs, p = filesystem(self.remote_of(path))
+        fs.put_file(str(path), p)
+
+    def remove(self, path: str | Path) -> None:
+        fs, p = filesystem(self.remote_of(path))
+        try:
+            fs.rm_file(p)
+        except FileNotFoundError:
+            pass
+
+    def remote_size(self, path: str | Path) -> int | None:
+        return size(self.remote_of(path))
+
+    def pull(self, path: str | Path) -> bool:
+        """Fetch one file from the URL into the staging folder (atomically); False when the URL has none."""
+        from yume_core.storage import TMP_MARK
+
+        path = Path(path)
+        fs, p = filesystem(self.remote_of(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{TMP_MARK}pull-{os.getpid()}-{threading.get_ident()}-{path.name}")
+        try:
+            fs.get_file(p, str(tmp))
+        except FileNotFoundError:
+            return False
+        os.replace(tmp, path)
+        return True
+
+    def remote_files(self) -> dict[str, int]:
+        """Relative path -> size of every object under the URL."""
+        fs, base = filesystem(self.url)
+        try:
+            found = fs.find(base, detail=True, withdirs=False)
+        except FileNotFoundError:
+            return {}
+        base = base.rstrip("/") + "/"
+        return {k[len(base):]: int(v.get("size") or 0) for k, v in found.items() if k.startswith(base)}
+
+    def pull_state(self) -> int:
+        """Fetch every remote file but the payloads (tars, videos) that the staging folder lacks or holds at
+        another size; returns how many. What a run needs to resume: parts, index parts, markers, manifests."""
+        from yume_core.storage import TMP_MARK
+
+        n = 0
+        for rel, nbytes in self.remote_files().items():
+            local = self.root / rel
+            if rel.endswith(PAYLOAD_SUFFIXES) or Path(rel).name.startswith(TMP_MARK) or rel == MIRROR_FILE:
+                continue
+            if not local.is_file() or local.stat().st_size != nbytes:
+                n += self.pull(local)
+        return n
+
+    def sync(self) -> int:
+        """Upload every staging file the URL lacks or holds at another size (what was not written through
+        `atomic_path`); small files are uploaded again whatever their size, since one rewritten in place may keep
+        it. Returns how many were uploaded."""
+        from yume_core.storage import TMP_MARK
+
+        remote = self.remote_files()
+        n = 0
+        for path in sorted(self.root.rglob("*")):
+            rel = path.relative_to(self.root).as_posix()
+            if not path.is_file() or path.name.startswith(TMP_MARK) or rel == MIRROR_FILE:
+                continue
+            big = rel.endswith(PAYLOAD_SUFFIXES)
+            if big and remote.get(rel) == path.stat().st_size:
+                continue
+            self.push(path)
+            n += 1
+        return n
+
+
+_mirrors: dict[str, Mirror | None] = {}
+_mirrors_lock = threading.Lock()
+
+
+def mirror_for(path: str | Path) -> Mirror | None:
+    """The mirror a local path lies in (its nearest folder with a `.yume-remote.json`), or None."""
+    folder = Path(os.path.abspath(path)).parent
+    key = str(folder)
+    with _mirrors_lock:
+        if key in _mirrors and _mirrors[key] is not None:
+            return _mirrors[key]
+    found = None
+    for d in (folder, *folder.parents):
+        marker = d / MIRROR_FILE
+        if marker.is_file():
+            found = Mirror(d, json.loads(marker.read_text())["url"])
+            break
+    with _mirrors_lock:
+        _mirrors[key] = found
+    return found
+
+
+def push_if_mirrored(path: str | Path) -> None:
+    """Upload a file just finished in a staging folder (called by `atomic_path` after its rename)."""
+    if (mirror := mirror_for(path)) is not None:
+        mirror.push(path)
+
+
+def ensure_local(path: str | Path) -> Path:
+    """`path`, fetched from its mirror's URL first when it is not here (a file another node wrote)."""
+    path = Path(path)
+    if not path.exists() and (mirror := mirror_for(path)) is not None:
+        mirror.pull(path)
+    return path
+
+
+def open_output(output: str | os.PathLike) -> str:
+    """Where a flow writes: a local path as given, or for a URL its staging folder, made a mirror of the URL and
+    filled with the state of earlier runs (so the run resumes). Idempotent: opening it again is cheap."""
+    output = str(output)
+    if not is_url(output):
+        return output
+    root = staging_dir(output)
+    root.mkdir(parents=True, exist_ok=True)
+    marker = root / MIRROR_FILE
+    if not marker.is_file():
+        from yume_core.storage import atomic_write_text
+
+        atomic_write_text(marker, json.dumps({"url": output.rstrip("/")}))
+    with _mirrors_lock:
+        _mirrors.clear()
+    fs, p = filesystem(output)
+    if hasattr(fs, "mkdir") and "s3" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        bucket = p.split("/", 1)[0]
+        if not fs.exists(bucket):
+            raise FileNotFoundError(f"{output}: bucket {bucket!r} does not exist (create it, or check the endpoint "
+                                    "in AWS_ENDPOINT_URL / --storage-options)")
+    Mirror(root, output).pull_state()
+    return str(root)
+
+
+def finish_output(local: str | os.PathLike) -> str | None:
+    """Upload what the run left in its staging folder that is not in the URL yet; returns the URL (None for a
+    local output)."""
+    mirror = mirror_for(Path(local) / MIRROR_FILE)
+    if mirror is None:
+        return None
+    mirror.sync()
+    return mirror.url
+
+
+def remove_local_copy(local: str | os.PathLike) -> None:
+    """Drop a staging folder (its URL keeps everything)."""
+    if mirror_for(Path(local) / MIRROR_FILE) is not None:
+        shutil.rmtree(local, ignore_errors=True)
+        with _mirrors_lock:
+            _mirrors.clear()
