@@ -44,6 +44,7 @@ import yaml
 
 from yume_core.actions import KEY_LABELS, MOUSE_LABELS
 from yume_core.manifest import FAILED, OK
+from yume_core.remote import open_staged
 from yume_core.samples import SCHEMA_VERSION, SETS, TASKS
 from yume_core.storage import atomic_write_text
 
@@ -182,7 +183,7 @@ def scan_set(set_dir: Path, frames: int = FRAMES_PER_SET) -> SetScan:
     scan.exts = [m["ext"] for m in index["members"][0].as_py()] if index.num_rows else []
     for shard in sorted(set(index["shard"].to_pylist())):
         metas = []
-        with tarfile.open(set_dir / shard) as tar:
+        with open_staged(set_dir / shard) as raw, tarfile.open(fileobj=raw, mode="r:") as tar:
             for member in tar:
                 key, _, ext = member.name.partition(".")
                 if ext == "json":

@@ -28,6 +28,7 @@ import yaml
 
 from shards.writer import INDEX_FILE
 from yume_core.manifest import OK
+from yume_core.remote import open_staged
 from yume_core.storage import atomic_path, atomic_write_text
 
 META_DIR = ".nv-meta"
@@ -37,7 +38,7 @@ ENERGON_FORMAT = "7"  # the energon_version recorded: the format written here is
 
 def _archive_end(tar_path: Path, last_offset: int) -> int:
     """Where the tar's end blocks start: read the last sample's member headers only (tarfile seeks over data)."""
-    with open(tar_path, "rb") as f:
+    with open_staged(tar_path) as f:  # in a folder that mirrors a bucket, the tar may be there only
         f.seek(last_offset)
         with tarfile.open(fileobj=f, mode="r:") as tar:  # starts at the file's position
             for _ in tar:

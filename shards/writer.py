@@ -48,7 +48,7 @@ from shards.sample import SampleContext, SampleSpec, member_records, now_iso, op
 from yume_core import buildtime
 from yume_core.errors import RowError
 from yume_core.manifest import FAILED, OK
-from yume_core.remote import ensure_local
+from yume_core.remote import drop_uploaded, ensure_local
 from yume_core.storage import TMP_MARK, atomic_path, atomic_write_text
 
 INDEX_FILE = "index.parquet"
@@ -388,6 +388,7 @@ def _write_part(table_rows, out_dir, i, ctx, skip_existing) -> pa.Table:
     samples = pc.sum(pc.equal(index["status"], OK)).as_py() or 0
     atomic_write_text(marker, json.dumps({"shard": tar.name, "bytes": nbytes, "sha256": digest, "samples": samples,
                                           "fingerprint": fingerprint}, sort_keys=True))
+    drop_uploaded(tar)
     return index
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import fsspec
 import numpy as np
@@ -113,14 +114,18 @@ def test_resume_checks_markers_against_the_bucket(s3, tmp_path):
     assert not list((remote.staging_dir(url) / "shards").glob("*.tar"))  # payloads are not fetched
     assert (remote.staging_dir(url) / "shards" / "_index" / "shard-000001.done.json").is_file()
 
-    first, second = sorted(before)[:2]
+    first, second, third = sorted(before)
     data = bytearray(before[first])
     data[-2000] ^= 0xFF  # a flipped byte inside the last sample: same size, other bytes
     _fs().pipe(first, bytes(data))
     _fs().rm(second.replace("shard-000001.tar", "_index/shard-000001.done.json"))
+    stamps = {p: _fs().info(p)["LastModified"] for p in before}
+    time.sleep(1.1)  # the bucket's modification times have whole seconds
     shards.write_shards(table, f"{local}/shards", cfg)
-    local_tars = sorted(p.name for p in (remote.staging_dir(url) / "shards").glob("*.tar"))
-    assert local_tars == ["shard-000000.tar", "shard-000001.tar"]  # shard 2 was checked in the bucket and kept
+    _fs().invalidate_cache()
+    rewritten = [p for p in before if _fs().info(p)["LastModified"] != stamps[p]]
+    assert rewritten == [first, second]  # shard 2 was checked in the bucket and kept
+    assert not list((remote.staging_dir(url) / "shards").glob("*.tar"))  # uploaded, then dropped from staging
     after = {p: _fs().cat(p) for p in before}
     assert after == before  # rewritten to the same bytes
     assert shards.verify_shards(f"{url}/shards").ok

@@ -327,6 +327,24 @@ def ensure_local(path: str | Path) -> Path:
     return path
 
 
+def open_staged(path: str | Path) -> IO:
+    """Open a staged file for reading: the local copy, else (written on another node, or dropped after its upload)
+    its object in the mirrored bucket, read by ranges."""
+    path = Path(path)
+    if not path.exists() and (mirror := mirror_for(path)) is not None:
+        return open_input(mirror.remote_of(path))
+    return open(path, "rb")
+
+
+def drop_uploaded(path: str | Path) -> bool:
+    """Delete the local copy of a payload once it is in the bucket (staging keeps only the small state, so a node
+    needs scratch space for the shards it is writing, not for all it wrote); False where the folder mirrors nothing."""
+    if mirror_for(path) is None:
+        return False
+    Path(path).unlink(missing_ok=True)
+    return True
+
+
 def open_output(output: str | os.PathLike) -> str:
     """Where a flow writes: a local path as given, or for a URL its staging folder, made a mirror of the URL and
     filled with the state of earlier runs (so the run resumes). Idempotent: opening it again is cheap."""
