@@ -6,6 +6,8 @@ import json
 
 import click
 
+from pipelines.cli_paths import PathOrURL
+
 
 def mixture_info(path: str, simulate: int = 0, batch: int = 1, schedule: tuple[str, ...] = ("t2v", "i2v"),
                  seed: int = 0) -> dict:
@@ -56,7 +58,7 @@ def mix() -> None:
 
 
 @mix.command("info")
-@click.argument("mixture", type=click.Path(exists=True, dir_okay=False))
+@click.argument("mixture", type=PathOrURL(exists=True, dir_okay=False))
 @click.option("--simulate", type=click.IntRange(min=0), default=0, help="Draw this many training steps and compare "
               "the realised share per set and task with the requested weights (no model, no GPU).")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Samples per step.")

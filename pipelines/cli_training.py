@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from pipelines.cli_paths import PathOrURL
+
 # A walk that exercises every kind of action: forward, strafes, turns, tilts, standing still, backing up (the same
 # walk as training_stub.infer_check.DEFAULT_ACTIONS).
 DEFAULT_ACTIONS = "W,W,W+D,W→,W,·←,W+A,A,W,·↑,W,S,W↓,D,W←,W"
@@ -33,9 +35,9 @@ def parse_actions(spec: str) -> list[tuple[str, str]]:
 
 
 @click.command("train")
-@click.option("--mixture", type=click.Path(exists=True, dir_okay=False),
+@click.option("--mixture", type=PathOrURL(exists=True, dir_okay=False),
               help="The mixture to train (OUT/mixture.yaml, an Energon metadataset of weighted sets).")
-@click.option("--shards", type=click.Path(exists=True),
+@click.option("--shards", type=PathOrURL(exists=True),
               help="One folder of WebDataset shards (*.tar) instead of a mixture.")
 @click.option("--config", "config_name", default="cpu", show_default=True,
               help="Preset (cpu, big) or a YAML file merged over one (`preset: big` at its top; default cpu).")
@@ -99,7 +101,7 @@ def train(mixture, shards, config_name, output, steps, schedule, resume, action_
 @click.option("--tasks", default="t2v,i2v", show_default=True,
               help="Tasks to roll out: t2v (from text alone), i2v (from the start frame).")
 @click.option("--start-image", type=click.Path(exists=True, dir_okay=False), help="Start frame (any image).")
-@click.option("--shards", type=click.Path(exists=True),
+@click.option("--shards", type=PathOrURL(exists=True),
               help="Take the start frame from these shards' first clip (default: the training shards, if present).")
 @click.option("--actions", default=DEFAULT_ACTIONS, show_default=True,
               help="Keyboard/mouse actions, one per chunk, cycled: 'W,W+A,·→,...' or a file of them.")

@@ -158,6 +158,7 @@ def open_video(row: Mapping[str, Any]) -> tuple[BinaryIO, int, str | None]:
         raise RowError("video_missing", f"clip {row.get('clip_id')!r} has no video_path; nothing to put in a shard.")
     if remote.is_url(path):
         return _open_remote_video(row, path)
+    remote.ensure_local(path)  # a video another node of the cluster wrote into the mirrored output
     try:
         f = open(path, "rb", buffering=0)
     except FileNotFoundError:

@@ -41,6 +41,7 @@ from shards.sample import (
     video_member,
 )
 from shards.writer import INDEX_FILE, write_shards
+from yume_core import remote
 from yume_core.errors import InputError, RowError
 from yume_core.manifest import FAILED, OK, put_column
 from yume_core.samples import DEFAULT_TASKS, SETS, check_tasks, empty_actions, task_fields
@@ -261,9 +262,15 @@ def shard_statuses(manifest: pa.Table, index: pa.Table, key_column: str = KEY_CO
 
 def set_stats(set_dir: str | Path) -> dict:
     """Per-set figures from `index.parquet` and the tars' sizes, without opening a tar: samples, failed rows,
-    shards, bytes on disk, hours of video, samples per task."""
-    set_dir = Path(set_dir)
-    index = pq.read_table(set_dir / INDEX_FILE, columns=["shard", "status", "set", "tasks", "seconds"])
+    shards, bytes on disk, hours of video, samples per task. `set_dir` may be a URL, or a staging folder whose tars
+    are in its bucket only."""
+    url = str(set_dir) if remote.is_url(str(set_dir)) else None
+    set_dir = Path(set_dir) if url is None else url
+    columns = ["shard", "status", "set", "tasks", "seconds"]
+    if url:
+        index = remote.read_parquet(remote.join(url, INDEX_FILE), columns=columns)
+    else:
+        index = pq.read_table(set_dir / INDEX_FILE, columns=columns)
     ok = index.filter(pc.equal(index["status"], OK))
     shards = sorted({s for s in ok["shard"].to_pylist() if s})
     tasks = pc.value_counts(pc.list_flatten(ok["tasks"])).to_pylist() if ok.num_rows else []
@@ -273,7 +280,7 @@ def set_stats(set_dir: str | Path) -> dict:
         "samples": ok.num_rows,
         "failed": index.num_rows - ok.num_rows,
         "shards": len(shards),
-        "bytes": sum((set_dir / s).stat().st_size for s in shards),
+        "bytes": sum(remote.size(remote.join(url, s)) if url else remote.staged_size(set_dir / s) for s in shards),
         "hours": (pc.sum(ok["seconds"]).as_py() or 0.0) / 3600.0,
         "tasks": {d["values"]: d["counts"] for d in sorted(tasks, key=lambda d: d["values"])},
     }

@@ -57,6 +57,7 @@ from yume_core.errors import RowError
 from yume_core.failfast import FailFast
 from yume_core.manifest import DROPPED, FAILED, OK, mark, mark_each
 from yume_core.media import write_video
+from yume_core.remote import staged_size
 from yume_core.seeds import stable_seed
 from yume_core.storage import atomic_write_text
 
@@ -376,8 +377,11 @@ def _finished(out: Path, rel: str, key: str) -> dict | None:
         record = json.loads(record_path.read_text())
     except (OSError, ValueError):
         return None
-    mp4 = out / rel
-    if record.get("key") != key or not mp4.is_file() or mp4.stat().st_size != record["row"].get("video_bytes"):
+    try:
+        size = staged_size(out / rel)  # in a staging folder of a bucket: here, or there only (a fresh machine)
+    except FileNotFoundError:
+        return None
+    if record.get("key") != key or size != record["row"].get("video_bytes"):
         return None
     return record["row"]
 

@@ -260,7 +260,9 @@ def open_data(config: TrainConfig, shards=None, mixture=None, windows=None, log:
     if mixture is None and is_mixture_file(shards):
         shards, mixture = None, shards
     if mixture is not None:
-        if not Path(mixture).is_file():
+        from yume_core import remote
+
+        if not (remote.exists(str(mixture)) if remote.is_url(str(mixture)) else Path(mixture).is_file()):
             raise FileNotFoundError(f"{mixture}: no mixture file here (`yume-data build` writes OUT/mixture.yaml)")
         return MixtureWindows.open(mixture, config.data, config.schedule, config.seed, log=log)
     if shards is None:

@@ -336,6 +336,14 @@ def open_staged(path: str | Path) -> IO:
     return open(path, "rb")
 
 
+def staged_size(path: str | Path) -> int:
+    """Bytes of a staged file, here or (dropped after its upload) in the mirrored bucket."""
+    path = Path(path)
+    if not path.exists() and (mirror := mirror_for(path)) is not None and (n := mirror.remote_size(path)) is not None:
+        return n
+    return path.stat().st_size
+
+
 def drop_uploaded(path: str | Path) -> bool:
     """Delete the local copy of a payload once it is in the bucket (staging keeps only the small state, so a node
     needs scratch space for the shards it is writing, not for all it wrote); False where the folder mirrors nothing."""
