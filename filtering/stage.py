@@ -29,9 +29,8 @@ BACKENDS = ("native", "vbench")
 @dataclass(frozen=True)
 class ScoreConfig:
     backend: str = "native"
-    dimensions: tuple[str, ...] = (
-        "subject_consistency", "background_consistency", "temporal_flickering", "aesthetic_quality",
-    )
+    # aesthetic_quality is left out by default: with a real model it needs LAION's head file (`aesthetic_head`)
+    dimensions: tuple[str, ...] = ("subject_consistency", "background_consistency", "temporal_flickering")
     device: str = "cpu"
     # native: one model spec each (tiny-random[:seed], a hub id or a checkpoint directory)
     dino_model: str = "facebook/dino-vitb16"

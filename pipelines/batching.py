@@ -10,6 +10,9 @@ one schema), tasks read their own rows from the parts they are given (a row rang
 read just the columns they need, and `write_parts` writes the final manifest by streaming the parts into it. So
 the driver's memory is bounded by a batch (times the thread runner's workers), not by the dataset: a 60 s clip's
 row is ~35-40 KB with its per-frame action labels, ~11 GB for Sekai-Real-Walking's 299k clips if held at once.
+
+Object storage. A part written on another node of a cluster, into an output that mirrors a bucket, is fetched when
+first read (`yume_core.remote.ensure_local`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from tqdm.auto import tqdm
 
+from pipelines.runners import CPU_TASK, Resources, Runner
 from yume_core.manifest import summarize, write_manifest
+from yume_core.remote import ensure_local
 from yume_core.storage import atomic_path
 
 ROW_GROUP_BYTES = 64 << 20  # `write_parts`: rows buffered per row group of the merged file, at most (Arrow bytes)
@@ -96,7 +101,7 @@ class Parts:
     def of_files(cls, paths: Sequence[str | Path], schema: pa.Schema | None = None) -> "Parts":
         """Parts over existing files; the schema is theirs unified (as concatenating them would), unless given."""
         paths = tuple(str(p) for p in paths)
-        metas = [pq.read_metadata(p) for p in paths]
+        metas = [pq.read_metadata(ensure_local(p)) for p in paths]
         if schema is None:
             schemas = [pq.read_schema(p) for p in paths]  # the stored Arrow schema, as read_table restores it
             schema = pa.unify_schemas(schemas, promote_options="permissive") if schemas else pa.schema([])
@@ -121,7 +126,7 @@ class Parts:
     def read(self, i: int, columns: Sequence[str] | None = None) -> pa.Table:
         """Part i, conformed to the schema (or to its `columns`)."""
         schema = self._schema(columns)
-        f = pq.ParquetFile(self.paths[i])
+        f = pq.ParquetFile(ensure_local(self.paths[i]))
         have = [c for c in schema.names if c in f.schema_arrow.names]
         return conform_to(f.read(columns=have), schema)
 
@@ -134,7 +139,7 @@ class Parts:
             lo, hi = self.starts[i], self.starts[i + 1]
             if hi <= start or lo >= stop or lo == hi:
                 continue
-            f = pq.ParquetFile(self.paths[i])
+            f = pq.ParquetFile(ensure_local(self.paths[i]))
             have = [c for c in schema.names if c in f.schema_arrow.names]
             a, b = max(start, lo) - lo, min(stop, hi) - lo  # rows wanted within this file
             groups, first, offset = [], None, 0
@@ -167,7 +172,7 @@ class Parts:
         """Every row in order, a row group at a time (a part, or a row group of a large manifest file)."""
         schema = self._schema(columns)
         for path in self.paths:
-            f = pq.ParquetFile(path)
+            f = pq.ParquetFile(ensure_local(path))
             have = [c for c in schema.names if c in f.schema_arrow.names]
             for g in range(f.metadata.num_row_groups):
                 yield conform_to(f.read_row_group(g, columns=have), schema)
@@ -228,8 +233,11 @@ def map_batches(
     parts_dir: str | Path,
     batch_size: int,
     name: str,
+    runner: Runner,
+    resources: Resources = CPU_TASK,
 ) -> Parts:
-    """Submit one task per batch not yet done, wait, and return the parts (in input order), not their rows.
+    """Submit one task per batch not yet done through `runner` (each asking for `resources` on Ray), wait, and
+    return the parts (in input order), not their rows.
 
     `table` in memory (an input just read) is sliced into the tasks; `Parts` (an earlier map's output) are read by
     each task itself, its batch's rows only."""
@@ -238,11 +246,12 @@ def map_batches(
     todo = [i for i in range(plan.num_batches) if not plan.done(i)]
 
     def submit(i: int):
-        run = run_batch.with_options(task_run_name=f"{name}-{i:05d}")
         start, stop = i * batch_size, min((i + 1) * batch_size, table.num_rows)
         if isinstance(table, Parts):
-            return run.submit(step, table, str(plan.part(i)), (start, stop))
-        return run.submit(step, table.slice(start, stop - start), str(plan.part(i)))
+            params = {"step": step, "batch": table, "part": str(plan.part(i)), "rows": (start, stop)}
+        else:
+            params = {"step": step, "batch": table.slice(start, stop - start), "part": str(plan.part(i))}
+        return runner.submit(run_batch, params, f"{name}-{i:05d}", resources)
 
     futures = [submit(i) for i in todo]
     skipped = plan.num_batches - len(todo)

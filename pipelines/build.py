@@ -122,7 +122,7 @@ def build_config(preset: str | None, settings: Mapping[str, Any] | None = None) 
 def stage_configs(cfg: BuildConfig) -> Stages:
     import shards
     from pipelines.filtering import filter_flow_config
-    from pipelines.real_world import RealWorldConfig
+    from pipelines.real_world import RealWorldConfig, real_world_config
     from pipelines.synthesis import synth_flow_config
     from synthesis import EventImageConfig, SelectConfig
 
@@ -131,13 +131,13 @@ def stage_configs(cfg: BuildConfig) -> Stages:
         return section.pop("preset", None), section
 
     rw_preset, rw = split(cfg.real_world)
-    base = load_yaml(Path(__file__).parent / "presets" / f"{rw_preset}.yaml") if rw_preset else {}
     syn_preset, syn = split(cfg.synthetic)
     flt_preset, flt = split(cfg.filter)
     ev_preset, ev = split(cfg.event)
     check_tasks(cfg.mixture.event_tasks, "mixture.event_tasks")
     return Stages(
-        real_world=from_dict(RealWorldConfig, merge(base, rw), "build.real_world"),
+        real_world=(real_world_config(rw_preset, rw) if rw_preset
+                    else from_dict(RealWorldConfig, rw, "build.real_world")),
         prompts=from_dict(SelectConfig, cfg.prompts, "build.prompts"),
         synthetic=synth_flow_config(syn_preset, syn),
         filter=filter_flow_config(flt_preset, flt),
@@ -250,7 +250,8 @@ def _real_world(out: Path, inputs: dict, stages: Stages, steps) -> dict:
         shards.prepare_energon(set_dir, "real_world")
         return {"summary": "work/real-world/summary.json", "manifest": "work/real-world/manifest.parquet"}
 
-    parts = [to_dict(stages.real_world), files_digest([inputs["sekai_csv"], inputs["videos"], inputs["trajectories"]])]
+    parts = [_outcome_settings(stages.real_world),
+             files_digest([inputs["sekai_csv"], inputs["videos"], inputs["trajectories"]])]
     result = steps.run("real_world", parts, run, device, gpus)
     steps.fingerprints["real_world_shards"] = steps.fingerprints["real_world"]
     return {"path": "real_world", "tasks": list(DEFAULT_TASKS["real_world"]), **result}
@@ -285,9 +286,7 @@ def _synthetic(out: Path, inputs: dict, stages: Stages, steps) -> dict:
         return {"summary": "work/synthetic/filtered/summary.json",
                 "manifest": "work/synthetic/filtered/manifest.parquet"}
 
-    filter_settings = to_dict(stages.filter)
-    filter_settings.pop("runner")
-    steps.run("filter", [filter_settings, steps.fp("synthesis_t2v")], score, device, gpus)
+    steps.run("filter", [_outcome_settings(stages.filter), steps.fp("synthesis_t2v")], score, device, gpus)
 
     def write() -> dict:
         manifest = work / "filtered" / "manifest.parquet"
@@ -384,6 +383,13 @@ def _event(out: Path, inputs: dict, cfg: BuildConfig, stages: Stages, steps) -> 
     return {"path": "event", "tasks": list(tasks), "summary": "work/event/screened/summary.json",
             "screened_manifest": "work/event/screened/manifest.parquet",
             "screening": {"policy": screening.policy, "decisions": screening.decisions}}
+
+
+def _outcome_settings(config) -> dict:
+    """A stage's settings less its runner: the same outputs come from threads, processes or a Ray cluster."""
+    settings = to_dict(config)
+    settings.pop("runner")
+    return settings
 
 
 def _synth_settings(config) -> dict:

@@ -22,11 +22,12 @@ from captioning.prompts import load_prompt
 from captioning.stage import captioning_watch
 from pipelines.batching import Parts, fingerprint, map_batches, write_parts
 from pipelines.reporting import report
-from pipelines.runners import RunnerConfig, make_task_runner
+from pipelines.runners import Resources, Runner, RunnerConfig, task_paths, task_runner
 from yume_core.config import from_dict, to_dict
 from yume_core.errors import InputError
 from yume_core.failfast import FailFast
 from yume_core.manifest import OK, read_manifest_schema
+from yume_core.model_spec import parse_model_spec
 from yume_core.storage import check_writable
 
 SEKAI_REAL_HQ_CLIPS = 18_208
@@ -60,16 +61,28 @@ def check_endpoints(config: CaptionConfig, timeout: float = 10.0) -> None:
                        + "\n  ".join(problems))
 
 
-def caption_step(table: pa.Table | Parts, out: Path, config: CaptionConfig, batch_size: int) -> Parts:
-    """Map the captioning stage over `table` in resumable batches (also used inside the real-world flow). Given
-    `Parts`, each task reads its own batch from them; the captioned parts are returned, not their rows."""
+def caption_gpus(config: CaptionConfig) -> float:
+    """GPUs one captioning task needs by default: an openai client none (the servers hold them), a vLLM engine its
+    tensor-parallel size, a transformers model one, unless it is a tiny random one (CPU)."""
+    if config.backend == "vllm":
+        return config.tensor_parallel_size
+    if config.backend == "transformers" and not parse_model_spec(config.model).is_tiny:
+        return 1
+    return 0
+
+
+def caption_step(table: pa.Table | Parts, out: Path, config: CaptionConfig, batch_size: int,
+                 runner: Runner) -> Parts:
+    """Map the captioning stage over `table` in resumable batches on `runner` (also inside the real-world flow).
+    Given `Parts`, each task reads its own batch from them; the captioned parts are returned, not their rows."""
     if config.backend == "openai":
         check_endpoints(config)
     settings = {k: v for k, v in to_dict(config).items()
                 if k not in ("endpoints", "concurrency", "timeout", "fail_fast")}
     inputs = fingerprint(table, settings, columns=("clip_id", "status", "video_path", "caption"))
     step = functools.partial(caption_batch, config=config, fail_fast=captioning_watch(config))
-    return map_batches(step, table, out / "_work" / f"captions-{inputs}", batch_size, "captions")
+    resources = Resources(cpus=1, gpus=runner.gpus(caption_gpus(config)))
+    return map_batches(step, table, out / "_work" / f"captions-{inputs}", batch_size, "captions", runner, resources)
 
 
 def caption_figures(manifest: pa.Table | Parts, seconds: float, gpus: int, backend: str) -> dict:
@@ -109,12 +122,14 @@ def _gpus(config: CaptionFlowConfig) -> int:
 
 
 def run_caption(manifest: str, output: str, config: CaptionFlowConfig) -> dict:
+    manifest, output = task_paths(config.runner, manifest, output)
     out = Path(output)
     read_manifest_schema(manifest)
     table = Parts.of_files([manifest])  # tasks read their batches from the file's row groups
-    started = time.perf_counter()
-    captioned = caption_step(table, out, config.caption, config.batch_size)
-    seconds = time.perf_counter() - started
+    with task_runner(config.runner) as runner:
+        started = time.perf_counter()  # the rate the report projects from leaves out connecting to a cluster
+        captioned = caption_step(table, out, config.caption, config.batch_size, runner)
+        seconds = time.perf_counter() - started
     path = write_parts(captioned, out / "manifest.parquet", captioned.schema)
     figures = caption_figures(captioned, seconds, _gpus(config), config.caption.backend)
     return report(Parts.of_files([path]), out, title="captions", seconds=seconds, extra=figures)
@@ -142,6 +157,5 @@ def check_caption_inputs(manifest: str | None, output: str, config: CaptionConfi
 
 def run_caption_flow(manifest: str, output: str, config: CaptionFlowConfig) -> dict:
     check_caption_inputs(manifest, output, config.caption)
-    runner = make_task_runner(config.runner)
-    return caption_flow.with_options(task_runner=runner)(manifest, output, to_dict(config))
+    return caption_flow(manifest, output, to_dict(config))
 

@@ -13,7 +13,15 @@ from pathlib import Path
 import click
 
 from pipelines.cli_build import build
-from pipelines.cli_common import InputErrorGroup, prefect_env, print_outputs, settings, shard_overrides
+from pipelines.cli_common import (
+    InputErrorGroup,
+    prefect_env,
+    print_outputs,
+    runner_options,
+    runner_overrides,
+    settings,
+    shard_overrides,
+)
 from pipelines.cli_filtering import filter_videos, review
 from pipelines.cli_mix import mix
 from pipelines.cli_prompts import event_images, select_prompts
@@ -66,9 +74,8 @@ def actions(paths, output, stride, translation_threshold, rotation_threshold, wo
 @click.option("--preset", help="Named settings: demo or yume15.")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False), help="YAML settings file.")
 @click.option("--batch-size", type=int, help="Rows per task (default 256).")
-@click.option("--workers", type=int, help="Parallel tasks (default: CPU count).")
-@click.option("--task-runner", type=click.Choice(["threads", "processes", "ray"]), help="Where tasks run.")
-@click.option("--ray-address", help="Ray cluster to join (with --task-runner ray).")
+@runner_options(workers="CPU count", gpus="for captioning, a vLLM engine's tensor-parallel size, 1 for a "
+                                          "transformers model, 0 for tiny-random or openai")
 @_quantize_options
 @click.option("--shard-max-count", type=int, help="Samples per shard at most.")
 @click.option("--shard-max-bytes", type=int, help="Bytes per shard at most.")
@@ -82,8 +89,8 @@ def actions(paths, output, stride, translation_threshold, rotation_threshold, wo
 @click.option("--allow-outside-root", is_flag=True, default=None,
               help="Trust CSV paths that leave --videos / --trajectories (../, absolute, symlinks out); "
                    "otherwise such rows fail as path_outside_root.")
-def real_world(csv_path, videos, trajectories, output, preset, config, batch_size, workers, task_runner, ray_address,
-               stride, translation_threshold, rotation_threshold, shard_max_count, shard_max_bytes, no_poses, fps, size,
+def real_world(csv_path, videos, trajectories, output, preset, config, batch_size, task_runner, workers, ray_address,
+               gpus_per_worker, stride, translation_threshold, rotation_threshold, shard_max_count, shard_max_bytes, no_poses, fps, size,
                captioner, endpoints, caption_model, allow_outside_root):
     """Sekai clips -> actions -> (captions) -> WebDataset shards, as a resumable Prefect flow."""
     prefect_env()
@@ -93,7 +100,7 @@ def real_world(csv_path, videos, trajectories, output, preset, config, batch_siz
     overrides = {
         "batch_size": batch_size,
         "allow_outside_root": allow_outside_root,
-        "runner": {"kind": task_runner, "workers": workers, "ray_address": ray_address},
+        "runner": runner_overrides(task_runner, workers, ray_address, gpus_per_worker),
         "actions": _quantize_overrides(stride, translation_threshold, rotation_threshold),
         "shards": shard_overrides(shard_max_count, shard_max_bytes, no_poses, fps, size),
     }
@@ -117,8 +124,10 @@ def real_world(csv_path, videos, trajectories, output, preset, config, batch_siz
 @click.option("--batch-size", type=int, help="Rows per task (default 256).")
 @click.option("--gpus-per-endpoint", type=int, help="GPUs behind each endpoint, for the cost projection (default 4).")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False), help="YAML settings file.")
+@runner_options(workers="1: the backend batches or keeps requests in flight itself",
+                gpus="a vLLM engine's tensor-parallel size, 1 for a transformers model, 0 for tiny-random or openai")
 def caption(manifest, output, backend, endpoints, model, concurrency, num_frames, prompt, max_tokens, batch_size,
-            gpus_per_endpoint, config):
+            gpus_per_endpoint, config, task_runner, workers, ray_address, gpus_per_worker):
     """Event-focused re-captions (InternVL3 via vLLM or any OpenAI-compatible server), resumable per batch."""
     prefect_env()
     from pipelines.captioning import CaptionFlowConfig, run_caption_flow
@@ -127,6 +136,7 @@ def caption(manifest, output, backend, endpoints, model, concurrency, num_frames
     overrides = {
         "batch_size": batch_size,
         "gpus_per_endpoint": gpus_per_endpoint,
+        "runner": runner_overrides(task_runner, workers, ray_address, gpus_per_worker),
         "caption": {
             "backend": backend, "endpoints": list(endpoints) or None, "model": model, "concurrency": concurrency,
             "prompt": prompt, "max_tokens": max_tokens, "frames": {"num_frames": num_frames},

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import click
 
-from pipelines.cli_common import prefect_env
+from pipelines.cli_common import prefect_env, runner_options, runner_overrides
+
+RUNNER_SECTIONS = ("real_world", "synthetic", "filter", "event")  # the stages that run tasks: each has a `runner`
 
 
 @click.command("build")
@@ -23,14 +25,18 @@ from pipelines.cli_common import prefect_env
 @click.option("--event-tasks", help="Tasks of the event set: t2v,i2v (default) or t2v (\"exclusively T2V\").")
 @click.option("--build-time", help="The one time written into outputs (ISO 8601 or epoch seconds; default "
                                    "SOURCE_DATE_EPOCH, else 1970-01-01).")
-def build(output, preset, config, decisions, accept_all, event_tasks, build_time):
+@runner_options(workers="each stage's own")
+def build(output, preset, config, decisions, accept_all, event_tasks, build_time, task_runner, workers, ray_address):
     """Build the training mixture: real-world, synthetic and event sets as shards, mixture.yaml, data card.
 
     A rerun skips every step whose inputs and settings are unchanged. With screening by decisions and none given,
-    the build stops after writing the review pages (exit 3) and says how to resume."""
+    the build stops after writing the review pages (exit 3) and says how to resume. The runner options set the
+    runner of every stage (real_world, synthetic, filter, event); a stage's `runner` section in --config sets its
+    own, and its GPUs per Ray worker (`gpus_per_worker`), which differ by stage."""
     prefect_env()
     record = run_build_command(output, preset, config, decisions=decisions, accept_all=accept_all,
-                               event_tasks=event_tasks, build_time=build_time)
+                               event_tasks=event_tasks, build_time=build_time,
+                               runner=runner_overrides(task_runner, workers, ray_address))
     if "waiting" in record:
         from pipelines.build import EXIT_WAITING
 
@@ -39,13 +45,14 @@ def build(output, preset, config, decisions, accept_all, event_tasks, build_time
 
 
 def run_build_command(output, preset, config, decisions=None, accept_all=False, event_tasks=None,
-                      build_time=None) -> dict:
+                      build_time=None, runner: dict | None = None) -> dict:
+    """`runner`: settings of every stage's runner (None values: not given)."""
     from pipelines.build import build_config, run_build_flow
     from yume_core.config import load_yaml, merge
 
     if decisions and accept_all:
         raise click.BadParameter("give --decisions or --accept-all, not both", param_hint="--accept-all")
-    overrides: dict = {"build_time": build_time}
+    overrides: dict = {"build_time": build_time, **{section: {"runner": runner} for section in RUNNER_SECTIONS}}
     if decisions:
         overrides["screening"] = {"policy": "decisions", "decisions": str(Path(decisions).resolve())}
     if accept_all:

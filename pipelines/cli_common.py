@@ -121,6 +121,42 @@ def print_outputs(summary: dict) -> None:
         click.echo(f"{name:>18}: {path}")
 
 
+def runner_options(workers: str, gpus: str | None = None, on_ray: str = "the cluster's free CPUs and GPUs decide"):
+    """`--task-runner`, `--workers`, `--ray-address` and, for commands with a GPU stage, `--gpus-per-worker`: the
+    same options, in the same words, on every flow's command. `workers`: how many tasks the command runs at once by
+    default; `on_ray`: what bounds them on Ray; `gpus`: what a GPU task asks Ray for by default."""
+    options = [
+        click.option("--task-runner", type=click.Choice(["threads", "processes", "ray"]),
+                     help="Where tasks run: threads, processes (one node) or ray (a cluster: each task asks it for "
+                          "one CPU and the GPUs of its model). Default: threads, or the preset's."),
+        click.option("--workers", type=click.IntRange(min=0),
+                     help=f"Tasks at once with threads or processes (default: {workers}); on Ray, {on_ray}."),
+        click.option("--ray-address",
+                     help="Ray cluster to run on (implies --task-runner ray): HOST:PORT of its head, "
+                          "ray://HOST:10001 or auto. Default: a local Ray started for the run."),
+    ]
+    if gpus:
+        options.append(click.option("--gpus-per-worker", type=click.FloatRange(min=0),
+                                    help=f"GPUs each Ray worker asks for (default: {gpus})."))
+
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+def runner_overrides(task_runner: str | None, workers: int | None, ray_address: str | None,
+                     gpus_per_worker: float | None = None) -> dict:
+    """The `runner` settings the options give (None: not given); an address means Ray."""
+    if ray_address and task_runner not in (None, "ray"):
+        raise click.BadParameter(f"a Ray address needs --task-runner ray, not {task_runner}",
+                                 param_hint="--ray-address")
+    return {"kind": "ray" if ray_address else task_runner, "workers": workers, "ray_address": ray_address,
+            "gpus_per_worker": gpus_per_worker}
+
+
 def shard_overrides(shard_count, shard_bytes, no_poses, fps, size) -> dict:
     return {
         "max_count": shard_count,

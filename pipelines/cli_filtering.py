@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from pipelines.cli_common import prefect_env, print_outputs, read_config
+from pipelines.cli_common import prefect_env, print_outputs, read_config, runner_options, runner_overrides
 
 DIMENSIONS = ("subject_consistency", "background_consistency", "temporal_flickering", "motion_smoothness",
               "dynamic_degree", "aesthetic_quality", "imaging_quality")  # filtering.QUALITY_DIMENSIONS (tested equal)
@@ -38,11 +38,10 @@ DIMENSIONS = ("subject_consistency", "background_consistency", "temporal_flicker
 @click.option("--vbench-python", help="vbench: the python of the environment VBench is installed in.")
 @click.option("--vbench-cache", type=click.Path(file_okay=False), help="vbench: VBENCH_CACHE_DIR (model weights).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Videos per task (default 256).")
-@click.option("--workers", type=int, help="Parallel workers (one scorer each: at most one per GPU).")
-@click.option("--task-runner", type=click.Choice(["threads", "processes", "ray"]), help="Where batches run.")
+@runner_options(workers="1; one scorer each, at most one per GPU", gpus="1 on a cuda device, else 0")
 def filter_videos(manifest, output, preset, config, backend, dimensions, keep, keep_fraction, min_score, device,
                   dino_model, clip_model, aesthetic_model, aesthetic_head, max_frames, vbench_python, vbench_cache,
-                  batch_size, workers, task_runner):
+                  batch_size, task_runner, workers, ray_address, gpus_per_worker):
     """Score every video with VBench's quality dimensions and keep the best (Yume-1.5: 50,000 of 80,000)."""
     prefect_env()
     from pipelines.filtering import filter_flow_config, run_filter_flow
@@ -50,7 +49,7 @@ def filter_videos(manifest, output, preset, config, backend, dimensions, keep, k
 
     overrides = {
         "batch_size": batch_size,
-        "runner": {"kind": task_runner, "workers": workers},
+        "runner": runner_overrides(task_runner, workers, ray_address, gpus_per_worker),
         "score": {"backend": backend, "dimensions": list(dimensions) or None, "device": device,
                   "dino_model": dino_model, "clip_model": clip_model, "aesthetic_model": aesthetic_model,
                   "aesthetic_head": aesthetic_head, "max_frames": max_frames, "vbench_python": vbench_python,

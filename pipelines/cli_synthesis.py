@@ -10,7 +10,7 @@ import json
 
 import click
 
-from pipelines.cli_common import prefect_env, print_outputs, read_config
+from pipelines.cli_common import prefect_env, print_outputs, read_config, runner_options, runner_overrides
 
 # synthesis.models.CACHE_KINDS (a test keeps them equal): importing the stage here would make every command's
 # start-up depend on it
@@ -64,13 +64,11 @@ def _generation_overrides(model, width, height, num_frames, fps, steps, guidance
 @_generation_options
 @click.option("--config", type=click.Path(exists=True, dir_okay=False), help="YAML settings file.")
 @click.option("--batch-size", type=int, help="Videos per task (default 8).")
-@click.option("--workers", type=int, help="Parallel workers, one pipeline each: at most one per GPU.")
-@click.option("--task-runner", type=click.Choice(["threads", "processes", "ray"]), help="Where batches run.")
-@click.option("--ray-address", help="Ray cluster to join (with --task-runner ray).")
-@click.option("--gpus-per-worker", type=float, help="GPUs per Ray actor (default 1; 0 for CPU actors).")
+@runner_options(workers="1; one pipeline each, at most one per GPU", gpus="1, or 0 for a tiny model or --device cpu",
+                on_ray="actors, one pipeline each (default: one per GPU the cluster has)")
 @click.option("--rank", type=int, help="This process's rank (default: RANK or SLURM_PROCID, else 0).")
 @click.option("--world-size", type=int, help="Number of ranks (default: WORLD_SIZE or SLURM_NTASKS, else 1).")
-def synthesize(prompts, output, preset, config, batch_size, workers, task_runner, ray_address, gpus_per_worker, rank,
+def synthesize(prompts, output, preset, config, batch_size, task_runner, workers, ray_address, gpus_per_worker, rank,
                world_size, **generation):
     """Generate one video per prompt with Wan (T2V, or I2V for rows with an image), resumable per video."""
     prefect_env()
@@ -79,8 +77,7 @@ def synthesize(prompts, output, preset, config, batch_size, workers, task_runner
 
     overrides = {
         "batch_size": batch_size,
-        "gpus_per_worker": gpus_per_worker,
-        "runner": {"kind": task_runner, "workers": workers, "ray_address": ray_address},
+        "runner": runner_overrides(task_runner, workers, ray_address, gpus_per_worker),
         "synth": _generation_overrides(**generation),
     }
     settings = merge(read_config(config) if config else {}, overrides)

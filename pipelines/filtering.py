@@ -30,7 +30,7 @@ from filtering.stage import scoring_watch, shared_scorer
 from filtering.topk import QUALITY, RANK
 from pipelines.batching import BatchPlan, Parts, fingerprint, map_batches, write_parts
 from pipelines.reporting import report
-from pipelines.runners import RunnerConfig, make_task_runner
+from pipelines.runners import Resources, RunnerConfig, task_paths, task_runner
 from yume_core import __version__
 from yume_core.config import from_dict, merge, to_dict
 from yume_core.errors import InputError
@@ -52,6 +52,11 @@ def filter_flow_config(preset: str | None = None, settings: Mapping[str, Any] | 
     return from_dict(FilterFlowConfig, merge(base, dict(settings or {})))
 
 
+def score_gpus(config: ScoreConfig) -> float:
+    """GPUs a scoring task needs by default: one when the scorer runs on CUDA, else none."""
+    return 1 if config.device.startswith("cuda") else 0
+
+
 def output_folder(manifest: Path, output: str | Path) -> Path:
     """The folder a manifest-to-manifest step writes to, created; refused when it is the input's own (its
     manifest.parquet would be overwritten by the output's) or cannot be written (`check_writable`)."""
@@ -63,6 +68,7 @@ def output_folder(manifest: Path, output: str | Path) -> Path:
 
 
 def run_filter(manifest: str, output: str, config: FilterFlowConfig) -> dict:
+    manifest, output = task_paths(config.runner, manifest, output)
     source = Path(manifest)
     out = output_folder(source, output)
     table = Parts.of_files([source])  # tasks read their batches from the file's row groups
@@ -73,11 +79,13 @@ def run_filter(manifest: str, output: str, config: FilterFlowConfig) -> dict:
     plan = BatchPlan(out / "_work" / f"score-{inputs}", config.batch_size, table.num_rows)
     if config.runner.kind == "threads" and not all(plan.done(i) for i in range(plan.num_batches)):
         shared_scorer(config.score)  # load models (or find VBench) here: a bad setting fails before any task runs
-    started = time.perf_counter()
     step = functools.partial(score_table, config=config.score, videos_root=str(source.parent),
                              fail_fast=scoring_watch(config.score))
-    scored = map_batches(step, table, plan.parts_dir, config.batch_size, name="score")
-    seconds = time.perf_counter() - started
+    with task_runner(config.runner) as runner:
+        started = time.perf_counter()
+        resources = Resources(cpus=1, gpus=runner.gpus(score_gpus(config.score)))
+        scored = map_batches(step, table, plan.parts_dir, config.batch_size, "score", runner, resources)
+        seconds = time.perf_counter() - started
     ranked, cut = select_top(scored.columns(score_columns(scored.column_names)), config.top)
     rows = _cut_rows(scored, ranked, source.parent, out)
     schema = with_verdicts(scored.schema.empty_table(), ranked.slice(0, 0)).schema
@@ -145,12 +153,16 @@ def relocated(table: pa.Table, src: Path, out: Path) -> pa.Table:
 
 
 @flow(name="filter")
-def filter_flow(manifest: str, output: str, config: dict | None = None) -> dict:
-    return run_filter(manifest, output, from_dict(FilterFlowConfig, config))
+def filter_flow(manifest: str, output: str, config: dict | None = None, preset: str | None = None) -> dict:
+    """`preset` then `config` on top, as `yume-data filter --preset P --config FILE`: a deployment's `config`
+    changes the settings it names and keeps the preset's others. Without a preset `config` goes on top of the
+    defaults (`run_filter_flow` passes a complete one)."""
+    cfg = filter_flow_config(preset, config) if preset else from_dict(FilterFlowConfig, config)
+    return run_filter(manifest, output, cfg)
 
 
 def run_filter_flow(manifest: str, output: str, config: FilterFlowConfig) -> dict:
-    """The flow on the configured runner; an unusable output folder or manifest stops here, before Prefect starts."""
+    """The flow, after the checks that need no Prefect run: an unusable output folder or manifest stops here."""
     output_folder(Path(manifest), output)
     read_manifest_schema(manifest)
-    return filter_flow.with_options(task_runner=make_task_runner(config.runner))(manifest, output, to_dict(config))
+    return filter_flow(manifest, output, to_dict(config))

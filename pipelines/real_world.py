@@ -34,9 +34,9 @@ from shards.plan import ok_positions
 from captioning.stage import CaptionConfig
 from pipelines.batching import Parts, fingerprint, map_batches, write_parts
 from pipelines.reporting import report
-from pipelines.runners import RunnerConfig, make_task_runner
+from pipelines.runners import Runner, RunnerConfig, task_paths, task_runner
 from yume_core import __version__
-from yume_core.config import from_dict, to_dict
+from yume_core.config import ConfigError, from_dict, load_yaml, merge, to_dict
 from yume_core.manifest import CLIP_SCHEMA, OK, conform, mark_each
 from yume_core.sekai import check_frame_counts, check_sekai_csv, probe_clips, read_sekai_csv
 from yume_core.storage import check_writable
@@ -87,16 +87,15 @@ def plan_all_shards(manifest: Parts, config: shards.ShardConfig) -> list[np.ndar
 
 
 def write_all_shards(manifest: Parts, shards_dir: Path, config: shards.ShardConfig,
-                     provenance: dict) -> list[np.ndarray]:
+                     provenance: dict, runner: Runner) -> list[np.ndarray]:
     """One task per shard (a shard already written from the same rows is kept); writes the merged index and
     returns the plan. Temp files of a killed earlier run are removed once every shard is written, so
     `shards/*.tar` names the shards and nothing else."""
     groups = plan_all_shards(manifest, config)
     shards.remove_stale_shards(shards_dir, len(groups), config)
     futures = [
-        write_shard_task.with_options(task_run_name=f"shard-{i:06d}").submit(
-            manifest, rows, str(shards_dir), i, config, provenance
-        )
+        runner.submit(write_shard_task, {"manifest": manifest, "positions": rows, "shards_dir": str(shards_dir),
+                                         "index": i, "config": config, "provenance": provenance}, f"shard-{i:06d}")
         for i, rows in enumerate(groups)
     ]
     wait(futures)
@@ -140,6 +139,8 @@ def run_real_world(csv: str, videos: str, trajectories: str, output: str, config
     """The flow body; `real_world_flow` wraps it so Prefect records the run. `shards_dir`: where the set's shards
     go (default `<output>/shards`; `yume-data build` puts them in the set folder)."""
     started = time.perf_counter()
+    csv, videos, trajectories, output, shards_dir = task_paths(config.runner, csv, videos, trajectories, output,
+                                                               shards_dir)
     out = Path(output)
     table = read_sekai_csv(csv, videos, trajectories, allow_outside_root=config.allow_outside_root)
     # what decides a batch's output: its rows, where their files are, and the settings that change results
@@ -147,14 +148,6 @@ def run_real_world(csv: str, videos: str, trajectories: str, output: str, config
     inputs = fingerprint(table, settings, columns=("csv_row", "clip_id", "status", "video_path", "camera_path"))
     clips_dir = out / "_work" / f"clips-{inputs}"
     step = functools.partial(process_clip_batch, config=config)
-    clips = map_batches(step, table, clips_dir, config.batch_size, "clips")
-    del table  # from here on the rows live in the parts
-    manifest = clips.with_schema(conform(clips.schema.empty_table(), CLIP_SCHEMA).schema)
-    if config.caption is not None:
-        from pipelines.captioning import caption_step
-
-        manifest = caption_step(manifest, out, config.caption, config.batch_size)
-
     provenance = {
         "pipeline": f"yume-data {__version__}",
         "flow": "real-world",
@@ -162,27 +155,49 @@ def run_real_world(csv: str, videos: str, trajectories: str, output: str, config
         "actions": to_dict(config.actions),
     }
     shards_path = Path(shards_dir) if shards_dir else out / "shards"
-    groups = write_all_shards(manifest, shards_path, config.shards, provenance)
+    with task_runner(config.runner) as runner:
+        clips = map_batches(step, table, clips_dir, config.batch_size, "clips", runner)
+        del table  # from here on the rows live in the parts
+        manifest = clips.with_schema(conform(clips.schema.empty_table(), CLIP_SCHEMA).schema)
+        if config.caption is not None:
+            from pipelines.captioning import caption_step
+
+            manifest = caption_step(manifest, out, config.caption, config.batch_size, runner)
+        groups = write_all_shards(manifest, shards_path, config.shards, provenance, runner)
     path = write_parts(attached_parts(manifest, groups, shards_path, config.shards), out / "manifest.parquet",
                        manifest.schema, {"yume_data": json.dumps(provenance)})
     return report(Parts.of_files([path]), out, title="real-world", seconds=time.perf_counter() - started)
 
 
+PRESETS = Path(__file__).parent / "presets"
+
+
+def real_world_config(preset: str, settings: dict | None = None) -> RealWorldConfig:
+    """A preset (`demo`, `yume15` or a YAML path), then `settings` (a config file + flags) on top."""
+    path = Path(preset) if preset.endswith((".yaml", ".yml")) else PRESETS / f"{preset}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PRESETS.glob("*.yaml"))
+        raise ConfigError(f"unknown real-world preset {preset!r}; known: {known} or a YAML file")
+    return from_dict(RealWorldConfig, merge(load_yaml(path), dict(settings or {})), "real-world")
+
+
 @flow(name="real-world")
 def real_world_flow(csv: str, videos: str, trajectories: str, output: str, config: dict | None = None,
-                    shards_dir: str | None = None) -> dict:
-    return run_real_world(csv, videos, trajectories, output, from_dict(RealWorldConfig, config), shards_dir)
+                    shards_dir: str | None = None, preset: str | None = None) -> dict:
+    """`preset` then `config` on top (as `yume-data real-world --preset P --config FILE`), so a deployment's
+    `config` changes the settings it names and keeps the preset's others. Without a preset `config` goes on top of
+    the defaults (`run_flow` passes a complete one)."""
+    cfg = real_world_config(preset, config) if preset else from_dict(RealWorldConfig, config)
+    return run_real_world(csv, videos, trajectories, output, cfg, shards_dir)
 
 
 def run_flow(csv: str, videos: str, trajectories: str, output: str, config: RealWorldConfig,
              shards_dir: str | None = None) -> dict:
-    """Run under the task runner the config names."""
-    check_sekai_csv(csv)  # a bad file or output folder stops here, before Prefect starts a run
+    """The flow, after the checks that need no Prefect run: a bad file or output folder stops here."""
+    check_sekai_csv(csv)
     check_writable(output)
     if config.caption is not None:
         from pipelines.captioning import check_caption_inputs
 
         check_caption_inputs(None, output, config.caption)
-    runner = make_task_runner(config.runner)
-    return real_world_flow.with_options(task_runner=runner)(csv, videos, trajectories, output, to_dict(config),
-                                                            shards_dir)
+    return real_world_flow(csv, videos, trajectories, output, to_dict(config), shards_dir)

@@ -14,7 +14,8 @@ Where batches run:
   SLURM_PROCID/SLURM_NTASKS; LOCAL_RANK/SLURM_LOCALID picks the GPU). Rank r runs batches r, r+W, ...; whichever
   rank finds every part written merges them (ranks may finish in any order; a rank that finishes early says how
   many batches are still out and exits).
-- a Ray cluster: `ray` runner, one actor per GPU (`synthesis.ray_workers`).
+- a Ray cluster: `ray` runner, one actor per GPU (`synthesis.ray_workers`), each asking Ray for `gpus_per_worker`
+  GPUs (default one; none for a tiny model or a CPU device).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from tqdm.auto import tqdm
 
 from pipelines.batching import BatchPlan, fingerprint, read_parts, run_batch
 from pipelines.reporting import report
-from pipelines.runners import RunnerConfig, make_task_runner
+from pipelines.runners import Resources, Runner, RunnerConfig, task_paths, task_runner
 from synthesis.generate import (
     SynthConfig,
     check_against_model,
@@ -47,6 +48,7 @@ from synthesis.generate import (
 )
 from synthesis.gpu_pool import rank_batches, resolve_rank
 from synthesis.inputs import prompts_kind, read_prompts
+from synthesis.models import parse_wan_spec
 from synthesis.planning import plan_synthesis
 from synthesis.presets import load_preset
 from yume_core import __version__
@@ -62,7 +64,6 @@ class SynthFlowConfig:
     batch_size: int = 8  # videos per task: minutes each at 720p, so small batches balance GPUs and resume finely
     synth: SynthConfig = field(default_factory=SynthConfig)
     runner: RunnerConfig = field(default_factory=lambda: RunnerConfig(kind="threads", workers=1))
-    gpus_per_worker: float = 1.0  # ray runner: GPUs each actor asks for (0: CPU actors)
     projection_count: int = PAPER_SYNTHETIC_VIDEOS  # videos the end report projects GPU-hours for
 
 
@@ -73,6 +74,11 @@ def synth_flow_config(preset: str | None = None, settings: Mapping[str, Any] | N
     data = merge({"synth": load_preset(name)}, settings)
     data["synth"]["preset"] = Path(name).stem
     return from_dict(SynthFlowConfig, data)
+
+
+def synth_gpus(config: SynthConfig) -> float:
+    """GPUs a Wan worker needs by default: one, or none for a tiny model or a CPU device."""
+    return 0 if config.device == "cpu" or parse_wan_spec(config.model).is_tiny else 1
 
 
 def synth_figures(manifest: pa.Table, seconds: float, config: SynthFlowConfig, out: Path) -> dict:
@@ -100,6 +106,7 @@ def synth_figures(manifest: pa.Table, seconds: float, config: SynthFlowConfig, o
 
 def run_synthesis(prompts: str, output: str, config: SynthFlowConfig, rank: int | None = None,
                   world_size: int | None = None) -> dict:
+    prompts, output = task_paths(config.runner, prompts, output)
     out = Path(output)
     rank, world_size = resolve_rank(rank, world_size)
     table = check_prompts(read_prompts(prompts))
@@ -109,9 +116,10 @@ def run_synthesis(prompts: str, output: str, config: SynthFlowConfig, rank: int 
     plan.parts_dir.mkdir(parents=True, exist_ok=True)
     mine = rank_batches(plan.num_batches, rank, world_size)
     todo = [i for i in mine if not plan.done(i)]
-    started = time.perf_counter()
-    _run_batches(table, plan, todo, out, config)
-    seconds = time.perf_counter() - started
+    with task_runner(config.runner) as runner:
+        started = time.perf_counter()
+        _run_batches(table, plan, todo, out, config, runner)
+        seconds = time.perf_counter() - started
     missing = [i for i in range(plan.num_batches) if not plan.done(i)]
     if missing:  # other ranks are still at work: the last one to finish merges
         own = summarize([read_manifest(plan.part(i)) for i in mine]) if mine else summarize(table.slice(0, 0))
@@ -125,17 +133,21 @@ def run_synthesis(prompts: str, output: str, config: SynthFlowConfig, rank: int 
     return {**summary, "complete": True, "rank": rank, "world_size": world_size}
 
 
-def _run_batches(table: pa.Table, plan: BatchPlan, todo: list[int], out: Path, config: SynthFlowConfig) -> None:
+def _run_batches(table: pa.Table, plan: BatchPlan, todo: list[int], out: Path, config: SynthFlowConfig,
+                 runner: Runner) -> None:
+    """Batches as tasks on a local runner; on Ray, on actors (they keep their pipeline loaded between batches,
+    where Ray would start a fresh process, and load the model again, for every GPU task)."""
     batches = [(table.slice(i * plan.batch_size, plan.batch_size), str(plan.part(i))) for i in todo]
     watch = synthesis_watch(config.synth)  # one for the run: its first videos, whichever batches they are in
-    if config.runner.kind == "ray":
+    if runner.on_ray:
         from synthesis.ray_workers import run_on_ray
 
-        run_on_ray(batches, config.synth, str(out), config.runner.workers, config.gpus_per_worker,
-                   config.runner.ray_address, watch)
+        gpus = runner.gpus(synth_gpus(config.synth))
+        runner.require(Resources(cpus=1, gpus=gpus), "synthesis")
+        run_on_ray(batches, config.synth, str(out), config.runner.workers, gpus, config.runner.ray_address, watch)
         return
     step = functools.partial(generate_table, config=config.synth, out_dir=str(out), fail_fast=watch)
-    futures = [run_batch.with_options(task_run_name=f"synth-{i:05d}").submit(step, batch, part)
+    futures = [runner.submit(run_batch, {"step": step, "batch": batch, "part": part}, f"synth-{i:05d}")
                for i, (batch, part) in zip(todo, batches)]
     with tqdm(total=len(futures), desc="synthesis", unit="batch", leave=False) as bar:
         for fut in as_completed(futures):
@@ -145,18 +157,19 @@ def _run_batches(table: pa.Table, plan: BatchPlan, todo: list[int], out: Path, c
 
 @flow(name="synthesize")
 def synth_flow(prompts: str, output: str, config: dict | None = None, rank: int | None = None,
-               world_size: int | None = None) -> dict:
-    return run_synthesis(prompts, output, from_dict(SynthFlowConfig, config), rank, world_size)
+               world_size: int | None = None, preset: str | None = None) -> dict:
+    """`preset` then `config` on top, as `yume-data synthesize --preset P --config FILE`: a deployment's `config`
+    changes the settings it names and keeps the preset's others. Without a preset `config` goes on top of the
+    defaults (`run_synthesis_flow` passes a complete one)."""
+    cfg = synth_flow_config(preset, config) if preset else from_dict(SynthFlowConfig, config)
+    return run_synthesis(prompts, output, cfg, rank, world_size)
 
 
 def run_synthesis_flow(prompts: str, output: str, config: SynthFlowConfig, rank: int | None = None,
                        world_size: int | None = None) -> dict:
-    """The flow on the configured runner (the ray runner drives its own actors from a plain flow run). Settings the
-    model cannot render, a file that holds no prompts and an unwritable output folder stop here, before Prefect
-    starts."""
+    """The flow, after the checks that need no Prefect run: settings the model cannot render, a file that holds no
+    prompts and an unwritable output folder stop here."""
     check_against_model(config.synth)
     prompts_kind(prompts)
     check_writable(output)
-    runner = config.runner if config.runner.kind != "ray" else RunnerConfig(kind="threads", workers=1)
-    return synth_flow.with_options(task_runner=make_task_runner(runner))(prompts, output, to_dict(config), rank,
-                                                                       world_size)
+    return synth_flow(prompts, output, to_dict(config), rank, world_size)

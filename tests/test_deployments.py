@@ -33,16 +33,17 @@ def _settings_check(name: str, params: dict) -> None:
     """The deployment's default settings are settings the flow accepts (unknown keys and bad values raise)."""
     from pipelines.build import build_config
     from pipelines.captioning import CaptionFlowConfig
-    from pipelines.filtering import FilterFlowConfig
-    from pipelines.real_world import RealWorldConfig
-    from pipelines.synthesis import SynthFlowConfig
+    from pipelines.filtering import filter_flow_config
+    from pipelines.real_world import real_world_config
+    from pipelines.synthesis import synth_flow_config
 
-    if name == "build":
-        build_config(params.get("preset"), params.get("config"))
+    preset, config = params.get("preset"), params.get("config")
+    if name == "caption":
+        from_dict(CaptionFlowConfig, config, name)
         return
-    kind = {"real-world": RealWorldConfig, "synthesize": SynthFlowConfig, "filter": FilterFlowConfig,
-            "caption": CaptionFlowConfig}[name]
-    from_dict(kind, params.get("config"), name)
+    assert preset, f"{name}: config goes on top of a preset, as the command's --config does"
+    {"build": build_config, "real-world": real_world_config, "synthesize": synth_flow_config,
+     "filter": filter_flow_config}[name](preset, config)
 
 
 def test_every_flow_has_one_deployment_that_loads_as_a_worker_loads_it():
@@ -68,19 +69,29 @@ def test_every_flow_has_one_deployment_that_loads_as_a_worker_loads_it():
         _settings_check(name, params)
 
 
-def test_deployed_flows_bound_their_thread_pool(monkeypatch):
-    """A deployment runs the flow as decorated (Prefect's thread pool, not `config.runner`), so each one whose own
-    tasks run batches bounds the pool through the setting Prefect reads; the build's stages bring their runners."""
-    from prefect.settings import Settings
+def test_a_deployed_flow_runs_its_batches_on_the_runner_its_config_names(tmp_path, monkeypatch):
+    """A worker calls the deployment's flow as decorated, with the deployment's parameters; the flow opens the runner
+    its `config.runner` names in its body, so its batches run on a pool of `workers` threads and not on the pool
+    Prefect gives the decorated flow."""
+    from prefect.flows import load_flow_from_entrypoint
+    from prefect.task_runners import ThreadPoolTaskRunner
 
-    name = "PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS"
-    for deployment, d in _deployments().items():
-        env = (d["work_pool"].get("job_variables") or {}).get("env") or {}
-        if deployment == "build":
-            continue
-        assert int(env[name]) >= 1, deployment
-        monkeypatch.setenv(name, env[name])
-        assert Settings().tasks.runner.thread_pool_max_workers == int(env[name])
+    pools: list[int] = []
+    submit = ThreadPoolTaskRunner.submit
+
+    def recorded(self, *args, **kwargs):
+        pools.append(self._max_workers)
+        return submit(self, *args, **kwargs)
+
+    monkeypatch.setattr(ThreadPoolTaskRunner, "submit", recorded)
+    d = _deployments()["real-world"]
+    flow = load_flow_from_entrypoint(d["entrypoint"], use_placeholder_flow=False)
+    sample = make_sekai_sample(tmp_path / "in", n_clips=3, n_frames=40, size=(64, 36))
+    params = {**d["parameters"], "config": {"batch_size": 1, "runner": {"kind": "threads", "workers": 3}}}
+    summary = flow(csv=str(sample.csv_path), videos=str(sample.videos_dir), trajectories=str(sample.cameras_dir),
+                   output=str(tmp_path / "out"), **params)
+    assert summary["ok"] == 3
+    assert len(pools) >= 4 and set(pools) == {3}  # 3 batches of clips and the shards, all on the 3-thread pool
 
 
 # ------------------------------------------------------------------------------------------------ end to end

@@ -161,8 +161,7 @@ def test_flow_on_local_ray_actors(prompts_file, tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        config = synth_flow_config("tiny", {"batch_size": 3, "gpus_per_worker": 0,
-                                            "runner": {"kind": "ray", "workers": 2}})
+        config = synth_flow_config("tiny", {"batch_size": 3, "runner": {"kind": "ray", "workers": 2}})  # 0 GPUs: tiny
         summary = run_synthesis_flow(prompts_file, str(tmp_path / "ray"), config)
     finally:
         ray.shutdown()

@@ -1,0 +1,218 @@
+"""Every flow on a real Ray cluster: a head and a second node started with `ray start` on loopback, as an operator
+starts one, each flow run with `ray_address` pointing at it, its outputs compared byte for byte with the same run on
+threads. Tasks run in the cluster's worker processes (not in the test's), so this covers what a cluster adds:
+everything a task is handed is pickled over, and each task asks the cluster for CPUs and GPUs."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from prefect_processes import free_port  # noqa: E402  (tests/ is on the path)
+from yume_core.config import from_dict
+from yume_core.sample_data import make_sekai_sample
+
+pytestmark = pytest.mark.slow
+pytest.importorskip("prefect_ray")
+
+RAY = str(Path(sys.executable).with_name("ray"))
+TIMEOUT = 120
+
+
+class Cluster:
+    """Ray nodes started with the `ray start` CLI, each in a process group of its own, so that stopping them ends
+    exactly the processes they started (`ray stop` would end every Ray process of the user on this machine)."""
+
+    def __init__(self):
+        # short: Ray puts unix sockets under it, whose paths may not exceed 107 bytes
+        self.temp = tempfile.mkdtemp(prefix="yr-", dir="/tmp")
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.groups: list[int] = []
+
+    def start_node(self, *args: str) -> None:
+        common = ["--node-ip-address", "127.0.0.1", "--disable-usage-stats", "--temp-dir", self.temp,
+                  "--dashboard-agent-listen-port", str(free_port()), "--metrics-export-port", str(free_port())]
+        proc = subprocess.Popen([RAY, "start", *args, *common], start_new_session=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.groups.append(proc.pid)
+        out, _ = proc.communicate(timeout=TIMEOUT)
+        assert proc.returncode == 0, out[-3000:]
+
+    def start(self) -> "Cluster":
+        self.start_node("--head", "--port", str(self.port), "--num-cpus", "2", "--num-gpus", "0",
+                        "--include-dashboard", "false", "--dashboard-port", str(free_port()),
+                        "--ray-client-server-port", str(free_port()))
+        self.start_node("--address", self.address, "--num-cpus", "1", "--num-gpus", "0")
+        return self
+
+    def stop(self) -> None:
+        # gcs_server and raylet linger after SIGTERM, so SIGKILL follows soon, as `ray stop --force` sends
+        for sig, wait in ((signal.SIGTERM, 2), (signal.SIGKILL, 5)):
+            for group in self.groups:
+                try:
+                    os.killpg(group, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.time() + wait
+            while time.time() < deadline and self.alive():
+                time.sleep(0.2)
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+    def alive(self) -> list[int]:
+        """Processes left in the nodes' groups (zombies excepted: their parent reaps them)."""
+        left = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            if fields[0] != "Z" and int(fields[2]) in self.groups:
+                left.append(int(pid))
+        return left
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    nodes = Cluster()
+    try:
+        yield nodes.start()
+    finally:
+        nodes.stop()
+        assert not nodes.alive(), "Ray processes outlived the cluster"
+
+
+def ray_runner(cluster) -> dict:
+    return {"kind": "ray", "ray_address": cluster.address}
+
+
+def same_files(a: Path, b: Path, names: list[str]) -> None:
+    """The files matching `names` (globs) exist under both folders and hold the same bytes."""
+    found = sorted({str(p.relative_to(a)) for pattern in names for p in a.glob(pattern)})
+    assert found, names
+    for name in found:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+SHARD_FILES = ["manifest.parquet", "shards/*.tar", "shards/index.parquet", "shards/_index/*"]
+
+
+@pytest.fixture(scope="module")
+def sekai(tmp_path_factory):
+    return make_sekai_sample(tmp_path_factory.mktemp("sekai"), n_clips=4, n_frames=40, size=(64, 36),
+                             faults=("video_missing",))
+
+
+def test_real_world_with_captions_on_the_cluster_writes_what_threads_write(cluster, sekai, tmp_path):
+    from pipelines.real_world import RealWorldConfig, run_flow
+
+    settings = {"batch_size": 2, "shards": {"max_count": 2},
+                "caption": {"backend": "transformers", "model": "tiny-random", "frames": {"num_frames": 2}}}
+    outs, counts = {}, {}
+    for kind, runner in (("threads", {"kind": "threads", "workers": 2}), ("ray", ray_runner(cluster))):
+        outs[kind] = tmp_path / kind
+        cfg = from_dict(RealWorldConfig, {**settings, "runner": runner})
+        summary = run_flow(str(sekai.csv_path), str(sekai.videos_dir), str(sekai.cameras_dir), str(outs[kind]), cfg)
+        counts[kind] = {k: summary[k] for k in ("in", "ok", "dropped", "failed", "by_reason")}
+    assert counts["ray"] == counts["threads"] and counts["ray"]["in"] == 5
+    same_files(outs["threads"], outs["ray"], SHARD_FILES)
+    assert sorted(task_runs_of_the_last_flow_run()) == sorted(
+        [f"{step}-{i:05d}" for step in ("clips", "captions") for i in range(3)]
+        + [f"shard-{i:06d}" for i in range(2)])
+
+
+def task_runs_of_the_last_flow_run() -> list[str]:
+    """Names of the completed task runs the last flow run recorded (tasks on Ray report to the flow's API)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        [run] = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+    return [t.name for t in tasks if t.state and t.state.is_completed()]
+
+
+@pytest.fixture(scope="module")
+def clip_manifest(sekai, tmp_path_factory) -> Path:
+    """The sample's clip manifest (the real-world flow's, uncaptioned): what the caption flow reads."""
+    from pipelines.real_world import RealWorldConfig, run_flow
+
+    out = tmp_path_factory.mktemp("clips")
+    run_flow(str(sekai.csv_path), str(sekai.videos_dir), str(sekai.cameras_dir), str(out), RealWorldConfig())
+    return out / "manifest.parquet"
+
+
+def test_caption_flow_on_the_cluster_writes_what_threads_write(cluster, clip_manifest, tmp_path):
+    from pipelines.captioning import CaptionFlowConfig, run_caption_flow
+
+    settings = {"batch_size": 2, "caption": {"model": "tiny-random", "frames": {"num_frames": 2}}}
+    for kind, runner in (("threads", {"workers": 2}), ("ray", ray_runner(cluster))):
+        run_caption_flow(str(clip_manifest), str(tmp_path / kind),
+                         from_dict(CaptionFlowConfig, {**settings, "runner": runner}))
+    same_files(tmp_path / "threads", tmp_path / "ray", ["manifest.parquet"])
+
+
+@pytest.mark.parametrize("command", ["caption", "synthesize"])
+def test_workers_asking_for_gpus_the_cluster_lacks_fail_at_once_in_one_line(command, cluster, clip_manifest,
+                                                                             tmp_path):
+    """A Ray task (captioning) or actor (synthesis) no node can hold would wait forever: the run stops first."""
+    from click.testing import CliRunner
+
+    from pipelines.cli import main
+
+    if command == "caption":
+        args, stage = ["--manifest", str(clip_manifest), "--model", "tiny-random"], "captions"
+    else:
+        (tmp_path / "prompts.txt").write_text("a tram crosses a bridge\n")
+        args, stage = ["--prompts", str(tmp_path / "prompts.txt"), "--preset", "tiny"], "synthesis"
+    started = time.monotonic()
+    result = CliRunner().invoke(main, [command, *args, "-o", str(tmp_path / "out"), "--ray-address", cluster.address,
+                                       "--gpus-per-worker", "2"])
+    assert result.exit_code == 2, result.output
+    [line] = result.output.strip().splitlines()
+    assert line.startswith(f"error: {stage} asks Ray for 1 CPU and 2 GPU per worker"), line
+    assert "(nodes: 1 CPU, 0 GPU; 2 CPU, 0 GPU)" in line, line
+    assert time.monotonic() - started < 60
+
+
+SMALL = {"inputs": {"clips": 2, "frames": 60, "openvid_captions": 8}, "prompts": {"count": 3}}
+SET_FILES = [f"{name}/{pattern}" for name in ("real_world", "synthetic", "event")
+             for pattern in ("shard-*.tar", "index.parquet", "_index/*.parquet")]
+BUILD_FILES = [*SET_FILES, "mixture.yaml", "work/*/manifest.parquet", "work/*/*/manifest.parquet",
+               "work/*/videos/videos/*/*.mp4"]
+
+
+def test_a_build_with_every_stage_on_the_cluster_writes_what_threads_write(cluster, tmp_path):
+    """Synthesis (T2V and I2V on actors), filtering, the real world with captions: one small build run twice in the
+    same folder (paths are recorded in the outputs), on threads and on the cluster (`yume-data build --ray-address`),
+    the generated inputs kept in between."""
+    import yaml
+    from click.testing import CliRunner
+
+    from pipelines.cli import main
+
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump(SMALL))
+    out, threads = tmp_path / "out", tmp_path / "threads"
+    args = ["build", "--preset", "demo", "--config", str(config), "-o", str(out), "--build-time", "1767225600"]
+    for extra in ([], ["--ray-address", cluster.address]):
+        result = CliRunner().invoke(main, [*args, *extra], catch_exceptions=False)
+        assert result.exit_code == 0, result.output[-3000:]
+        if not extra:
+            shutil.copytree(out, threads)
+            for path in out.iterdir():
+                if path.name != "input":
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+    record = json.loads((out / "build.json").read_text())
+    assert record["settings"]["synthetic"]["runner"] == ray_runner(cluster)
+    assert [s["name"] for s in record["steps"] if s["status"] == "skipped"] == []
+    same_files(threads, out, BUILD_FILES)
