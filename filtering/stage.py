@@ -22,6 +22,7 @@ from yume_core.config import ConfigError
 from yume_core.failfast import FailFast
 from yume_core.manifest import FAILED, OK, mark, mark_each, put_column
 from yume_core.model_spec import parse_model_spec
+from yume_core.remote import ensure_local
 
 BACKENDS = ("native", "vbench")
 
@@ -124,7 +125,7 @@ def score_table(table: pa.Table, config: ScoreConfig, videos_root: str | Path, s
                  "this row has no video_path; was it generated? rerun synthesis for it")
     todo = np.flatnonzero(ok & ~no_video).tolist()
     root = Path(videos_root)
-    items = [(keys[i], str(root / paths[i])) for i in todo]
+    items = [(keys[i], str(ensure_local(root / paths[i]))) for i in todo]  # fetched if another node wrote it
     results = _score(items, config, scorer) if items else []
     for res in results:
         watch.record(res.reason, res.error or "")

@@ -201,7 +201,7 @@ class BatchPlan:
         return self.parts_dir / f"part-{i:05d}.parquet"
 
     def done(self, i: int) -> bool:
-        return self.part(i).exists()
+        return ensure_local(self.part(i)).exists()  # a part another node wrote into a mirrored output counts
 
 
 def batch_rows(source: "pa.Table | Parts", start: int, stop: int) -> pa.Table:

@@ -25,11 +25,12 @@ from typing import Any
 
 from prefect import flow
 
-from yume_core import buildtime
+from yume_core import buildtime, remote
 from yume_core.config import ConfigError, from_dict, load_yaml, merge, to_dict
 from yume_core.errors import InputError
 from yume_core.manifest import read_manifest, write_manifest
 from yume_core.mixture import MIXTURE_FILE, MixtureSource, write_mixture
+from yume_core.remote import finish_output, open_output, public_path
 from yume_core.samples import DEFAULT_TASKS, SETS, check_tasks
 from yume_core.storage import atomic_write_text
 
@@ -180,8 +181,8 @@ def run_build(output: str | Path, cfg: BuildConfig, preset: str | None = None) -
     """The flow body (`build_flow` wraps it). Returns the build record (also OUT/build.json)."""
     from pipelines.build_steps import Steps
 
-    out = Path(output)
     stages = stage_configs(cfg)  # every typo in every section fails here, before any work
+    out = Path(open_output(output))  # a URL: its staging folder, mirrored to the bucket as files are finished
     inputs = _resolve_inputs(out, cfg.inputs)
     steps = Steps(out)
     sets: dict[str, dict] = {}
@@ -193,7 +194,9 @@ def run_build(output: str | Path, cfg: BuildConfig, preset: str | None = None) -
         if inputs.get("events") or inputs.get("sekai_csv"):
             event = _event(out, inputs, cfg, stages, steps)
             if event is None:  # waits for screening decisions: the record says what to open, how to resume
-                return _record(out, cfg, preset, built_at, steps, sets, None)
+                record = _record(out, cfg, preset, built_at, steps, sets, None)
+                finish_output(out)
+                return record
             sets["event"] = event
         if not sets:
             raise InputError(out, "the build has no inputs", "set inputs.sekai_csv/videos/trajectories, "
@@ -205,8 +208,10 @@ def run_build(output: str | Path, cfg: BuildConfig, preset: str | None = None) -
         from pipelines.card import write_card
 
         card = write_card(out, record)
-        print(f"\nmixture: {out / MIXTURE_FILE}\ndata card: {out / 'card.html'} (and README.md, card.json)")
+        print(f"\nmixture: {public_path(out / MIXTURE_FILE)}\ndata card: {public_path(out / 'card.html')} "
+              "(and README.md, card.json)")
         record["card"] = {k: str(v) for k, v in card.items()} if isinstance(card, dict) else str(card)
+    finish_output(out)
     return record
 
 
@@ -225,13 +230,14 @@ def _resolve_inputs(out: Path, cfg: InputsConfig) -> dict:
             paths["openvid_csv"] = build_inputs.generate_openvid(openvid, cfg.openvid_captions)
             rel = {k: os.path.relpath(v, out) for k, v in paths.items()}
             atomic_write_text(marker, json.dumps({"settings": wanted, "paths": rel}, indent=2))
-        paths = {k: str(out / v) for k, v in json.loads(marker.read_text())["paths"].items()}
+        paths = {k: str(remote.ensure_local_tree(out / v))  # a resumed build in a bucket, on another machine
+                 for k, v in json.loads(marker.read_text())["paths"].items()}
         got.update({k: got[k] or v for k, v in paths.items()})
     if got["sekai_csv"] and not (got["videos"] and got["trajectories"]):
         raise InputError(got["sekai_csv"], "a Sekai CSV needs its clips and camera files",
                          "set inputs.videos and inputs.trajectories")
     for key, value in got.items():
-        if value and not Path(value).exists():
+        if value and not (remote.exists(value) if remote.is_url(value) else Path(value).exists()):
             raise InputError(value, f"inputs.{key} does not exist", "fix the path in the build config")
     return got
 

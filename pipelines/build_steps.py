@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from yume_core import remote
 from yume_core.storage import atomic_write_text
 
 
@@ -29,6 +30,9 @@ def files_digest(paths: Iterable[str | Path | None]) -> str:
     for p in paths:
         if p is None:
             h.update(b"-")
+            continue
+        if remote.is_url(str(p)):
+            h.update(_url_digest(str(p)))
             continue
         p = Path(p)
         if p.is_file():
@@ -42,6 +46,21 @@ def files_digest(paths: Iterable[str | Path | None]) -> str:
         else:
             h.update(b"missing")
     return h.hexdigest()[:16]
+
+
+def _url_digest(url: str) -> bytes:
+    """`files_digest` of an object (its bytes) or a prefix (relative key, size and ETag of every object below)."""
+    fs, path = remote.filesystem(url)
+    if not fs.exists(path):
+        return b"missing"
+    if not fs.isdir(path):
+        return bytes.fromhex(remote.sha256_of(url))
+    h = hashlib.sha256()
+    found = fs.find(path, detail=True)
+    for key in sorted(found):
+        info = found[key]
+        h.update(f"{key[len(path):]}\0{info.get('size')}\0{info.get('ETag') or info.get('etag')}\n".encode())
+    return h.digest()
 
 
 def fingerprint(*parts: Any) -> str:

@@ -28,6 +28,7 @@ from yume_core.errors import InputError
 from yume_core.failfast import FailFast
 from yume_core.manifest import OK, read_manifest_schema
 from yume_core.model_spec import parse_model_spec
+from yume_core.remote import finish_output, open_flow_output_file, open_output
 from yume_core.storage import check_writable
 
 SEKAI_REAL_HQ_CLIPS = 18_208
@@ -123,6 +124,7 @@ def _gpus(config: CaptionFlowConfig) -> int:
 
 def run_caption(manifest: str, output: str, config: CaptionFlowConfig) -> dict:
     manifest, output = task_paths(config.runner, manifest, output)
+    manifest, output = open_flow_output_file(manifest), open_output(output)  # URLs: staged (`yume_core.remote`)
     out = Path(output)
     read_manifest_schema(manifest)
     table = Parts.of_files([manifest])  # tasks read their batches from the file's row groups
@@ -132,7 +134,9 @@ def run_caption(manifest: str, output: str, config: CaptionFlowConfig) -> dict:
         seconds = time.perf_counter() - started
     path = write_parts(captioned, out / "manifest.parquet", captioned.schema)
     figures = caption_figures(captioned, seconds, _gpus(config), config.caption.backend)
-    return report(Parts.of_files([path]), out, title="captions", seconds=seconds, extra=figures)
+    summary = report(Parts.of_files([path]), out, title="captions", seconds=seconds, extra=figures)
+    finish_output(out)
+    return summary
 
 
 @flow(name="caption")

@@ -24,6 +24,7 @@ from pipelines.cli_common import (
 )
 from pipelines.cli_filtering import filter_videos, review
 from pipelines.cli_mix import mix
+from pipelines.cli_paths import PathOrURL, storage_options
 from pipelines.cli_prompts import event_images, select_prompts
 from pipelines.cli_synthesis import plan, synthesize
 from pipelines.cli_training import infer_check, train
@@ -67,10 +68,15 @@ def actions(paths, output, stride, translation_threshold, rotation_threshold, wo
 
 
 @main.command("real-world")
-@click.option("--csv", "csv_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Sekai annotation CSV.")
-@click.option("--videos", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of the CSV's mp4s.")
-@click.option("--trajectories", required=True, type=click.Path(exists=True, file_okay=False), help="Folder of camera .npz files.")
-@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--csv", "csv_path", required=True, type=PathOrURL(exists=True, dir_okay=False),
+              help="Sekai annotation CSV (a path or an s3:// URL).")
+@click.option("--videos", required=True, type=PathOrURL(exists=True, file_okay=False),
+              help="Folder (or URL prefix) of the CSV's mp4s.")
+@click.option("--trajectories", required=True, type=PathOrURL(exists=True, file_okay=False),
+              help="Folder (or URL prefix) of camera .npz files.")
+@click.option("--output", "-o", required=True, type=PathOrURL(file_okay=False),
+              help="Output folder, or a URL (s3://bucket/prefix) written through a local staging folder.")
+@storage_options
 @click.option("--preset", help="Named settings: demo or yume15.")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False), help="YAML settings file.")
 @click.option("--batch-size", type=int, help="Rows per task (default 256).")
@@ -112,8 +118,11 @@ def real_world(csv_path, videos, trajectories, output, preset, config, batch_siz
 
 
 @main.command()
-@click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False), help="Clip manifest to caption.")
-@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--manifest", required=True, type=PathOrURL(exists=True, dir_okay=False),
+              help="Clip manifest to caption (a path or URL).")
+@click.option("--output", "-o", required=True, type=PathOrURL(file_okay=False),
+              help="Output folder, or a URL (s3://bucket/prefix) written through a local staging folder.")
+@storage_options
 @click.option("--backend", type=click.Choice(["openai", "vllm", "transformers"]), help="Default: transformers.")
 @click.option("--endpoint", "endpoints", multiple=True, help="OpenAI-compatible server URL (repeat for replicas).")
 @click.option("--model", help="Served model name (openai), hub id or path (vllm, transformers), or tiny-random.")
@@ -179,7 +188,8 @@ def shards_group():
 
 
 @shards_group.command("verify")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.argument("directory", type=PathOrURL(exists=True, file_okay=False))
+@storage_options
 @click.option("--decode", is_flag=True, help="Also open every mp4 and check its frames, fps and size.")
 def shards_verify(directory, decode):
     """Re-read every sample of every shard and check it against the index."""

@@ -9,12 +9,15 @@ from pathlib import Path
 import click
 
 from pipelines.cli_common import prefect_env, runner_options, runner_overrides
+from pipelines.cli_paths import PathOrURL, storage_options
 
 RUNNER_SECTIONS = ("real_world", "synthetic", "filter", "event")  # the stages that run tasks: each has a `runner`
 
 
 @click.command("build")
-@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Build folder (resumable).")
+@click.option("--output", "-o", required=True, type=PathOrURL(file_okay=False),
+              help="Build folder (resumable), or a URL (s3://bucket/prefix) written through a local staging folder.")
+@storage_options
 @click.option("--preset", help="demo (tiny, CPU, offline, minutes), yume15 (the paper's sizes) or a YAML file.")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False),
               help="YAML settings on top of the preset: inputs, real_world, prompts, synthetic, filter, "

@@ -10,15 +10,17 @@ from pathlib import Path
 import click
 
 from pipelines.cli_common import prefect_env, print_outputs, read_config, runner_options, runner_overrides
+from pipelines.cli_paths import PathOrURL, storage_options
 
 DIMENSIONS = ("subject_consistency", "background_consistency", "temporal_flickering", "motion_smoothness",
               "dynamic_degree", "aesthetic_quality", "imaging_quality")  # filtering.QUALITY_DIMENSIONS (tested equal)
 
 
 @click.command("filter")
-@click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False),
+@click.option("--manifest", required=True, type=PathOrURL(exists=True, dir_okay=False),
               help="Synthesis manifest (manifest.parquet of `yume-data synthesize`).")
-@click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
+@storage_options
+@click.option("--output", "-o", required=True, type=PathOrURL(file_okay=False),
               help="Output folder (not the synthesis folder).")
 @click.option("--preset", help="yume15 (VBench, top 50,000), native, tiny, or a preset YAML file.")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False), help="YAML settings file.")

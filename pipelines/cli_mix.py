@@ -6,7 +6,7 @@ import json
 
 import click
 
-from pipelines.cli_paths import PathOrURL
+from pipelines.cli_paths import PathOrURL, storage_options
 
 
 def mixture_info(path: str, simulate: int = 0, batch: int = 1, schedule: tuple[str, ...] = ("t2v", "i2v"),
@@ -59,6 +59,7 @@ def mix() -> None:
 
 @mix.command("info")
 @click.argument("mixture", type=PathOrURL(exists=True, dir_okay=False))
+@storage_options
 @click.option("--simulate", type=click.IntRange(min=0), default=0, help="Draw this many training steps and compare "
               "the realised share per set and task with the requested weights (no model, no GPU).")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Samples per step.")

@@ -11,6 +11,7 @@ import json
 import click
 
 from pipelines.cli_common import prefect_env, print_outputs, read_config, runner_options, runner_overrides
+from pipelines.cli_paths import PathOrURL, storage_options
 
 # synthesis.models.CACHE_KINDS (a test keeps them equal): importing the stage here would make every command's
 # start-up depend on it
@@ -57,10 +58,12 @@ def _generation_overrides(model, width, height, num_frames, fps, steps, guidance
 
 
 @click.command()
-@click.option("--prompts", required=True, type=click.Path(exists=True, dir_okay=False),
+@click.option("--prompts", required=True, type=PathOrURL(exists=True, dir_okay=False),
               help="Prompts: .parquet (select-prompts output), .csv (OpenVid captions or an event set), .jsonl "
                    "(event set) or .txt (one prompt per line).")
-@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--output", "-o", required=True, type=PathOrURL(file_okay=False),
+              help="Output folder, or a URL (s3://bucket/prefix) written through a local staging folder.")
+@storage_options
 @_generation_options
 @click.option("--config", type=click.Path(exists=True, dir_okay=False), help="YAML settings file.")
 @click.option("--batch-size", type=int, help="Videos per task (default 8).")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from pipelines.cli_paths import PathOrURL
+from pipelines.cli_paths import PathOrURL, storage_options
 
 # A walk that exercises every kind of action: forward, strafes, turns, tilts, standing still, backing up (the same
 # walk as training_stub.infer_check.DEFAULT_ACTIONS).
@@ -35,6 +35,7 @@ def parse_actions(spec: str) -> list[tuple[str, str]]:
 
 
 @click.command("train")
+@storage_options
 @click.option("--mixture", type=PathOrURL(exists=True, dir_okay=False),
               help="The mixture to train (OUT/mixture.yaml, an Energon metadataset of weighted sets).")
 @click.option("--shards", type=PathOrURL(exists=True),

@@ -35,6 +35,7 @@ from yume_core import __version__
 from yume_core.config import from_dict, merge, to_dict
 from yume_core.errors import InputError
 from yume_core.manifest import OK, put_column, read_manifest_schema
+from yume_core.remote import finish_output, open_flow_output_file, open_output, public_path
 from yume_core.storage import check_writable
 
 
@@ -69,6 +70,7 @@ def output_folder(manifest: Path, output: str | Path) -> Path:
 
 def run_filter(manifest: str, output: str, config: FilterFlowConfig) -> dict:
     manifest, output = task_paths(config.runner, manifest, output)
+    manifest, output = open_flow_output_file(manifest), open_output(output)  # URLs: staged (`yume_core.remote`)
     source = Path(manifest)
     out = output_folder(source, output)
     table = Parts.of_files([source])  # tasks read their batches from the file's row groups
@@ -94,7 +96,8 @@ def run_filter(manifest: str, output: str, config: FilterFlowConfig) -> dict:
     png = plot_quality_scores(ranked, cut, out / "quality_scores.png")
     summary = report(Parts.of_files([path]), out, title="filtering", seconds=seconds,
                      extra=filter_figures(ranked, cut, config, seconds))
-    summary["outputs"]["quality_scores"] = str(png)
+    summary["outputs"]["quality_scores"] = public_path(png)
+    finish_output(out)
     return summary
 
 

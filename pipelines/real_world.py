@@ -38,6 +38,7 @@ from pipelines.runners import Runner, RunnerConfig, task_paths, task_runner
 from yume_core import __version__
 from yume_core.config import ConfigError, from_dict, load_yaml, merge, to_dict
 from yume_core.manifest import CLIP_SCHEMA, OK, conform, mark_each
+from yume_core.remote import finish_output, is_url, open_output
 from yume_core.sekai import check_frame_counts, check_sekai_csv, probe_clips, read_sekai_csv
 from yume_core.storage import check_writable
 
@@ -141,6 +142,8 @@ def run_real_world(csv: str, videos: str, trajectories: str, output: str, config
     started = time.perf_counter()
     csv, videos, trajectories, output, shards_dir = task_paths(config.runner, csv, videos, trajectories, output,
                                                                shards_dir)
+    output = open_output(output)  # a URL: its local staging folder, mirrored to the bucket as files are finished
+    shards_dir = open_output(shards_dir) if shards_dir else None
     out = Path(output)
     table = read_sekai_csv(csv, videos, trajectories, allow_outside_root=config.allow_outside_root)
     # what decides a batch's output: its rows, where their files are, and the settings that change results
@@ -151,7 +154,7 @@ def run_real_world(csv: str, videos: str, trajectories: str, output: str, config
     provenance = {
         "pipeline": f"yume-data {__version__}",
         "flow": "real-world",
-        "csv": str(Path(csv).resolve()),
+        "csv": csv if is_url(csv) else str(Path(csv).resolve()),
         "actions": to_dict(config.actions),
     }
     shards_path = Path(shards_dir) if shards_dir else out / "shards"
@@ -166,7 +169,10 @@ def run_real_world(csv: str, videos: str, trajectories: str, output: str, config
         groups = write_all_shards(manifest, shards_path, config.shards, provenance, runner)
     path = write_parts(attached_parts(manifest, groups, shards_path, config.shards), out / "manifest.parquet",
                        manifest.schema, {"yume_data": json.dumps(provenance)})
-    return report(Parts.of_files([path]), out, title="real-world", seconds=time.perf_counter() - started)
+    summary = report(Parts.of_files([path]), out, title="real-world", seconds=time.perf_counter() - started)
+    for folder in {output, str(shards_path)}:
+        finish_output(folder)
+    return summary
 
 
 PRESETS = Path(__file__).parent / "presets"

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import quantize_actions
 from pipelines.batching import Parts
 from yume_core.manifest import OK, format_summary, summarize
+from yume_core.remote import public_path
 from yume_core.storage import atomic_write_text
 
 
@@ -43,6 +44,7 @@ def report(manifest: "pa.Table | Parts", out: Path, title: str, seconds: float, 
         summary["outputs"]["actions_histogram"] = str(png)
     if extra:
         summary[title] = extra
+    summary["outputs"] = {k: public_path(v) for k, v in summary["outputs"].items()}  # URLs for a bucket's output
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
     text = format_summary(summary, title)
     if extra:

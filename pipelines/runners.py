@@ -67,11 +67,21 @@ def make_task_runner(cfg: RunnerConfig):
             raise RuntimeError("the ray task runner needs the cluster extra: pip install 'yume-data[cluster]'") from exc
         from prefect.settings import get_current_settings
 
-        env = {"PREFECT_API_URL": _flow_run_api(), "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH")}
+        env = {"PREFECT_API_URL": _flow_run_api(), "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH"),
+               **_storage_env()}
         init = {"runtime_env": {"env_vars": {k: v for k, v in env.items() if v}},
                 "logging_level": get_current_settings().logging.level}  # Ray's "connecting" lines as quiet as Prefect
         return RayTaskRunner(address=cfg.ray_address, init_kwargs=init)
     raise ValueError(f"unknown task runner {cfg.kind!r}; choose threads, processes or ray")
+
+
+STORAGE_ENV_PREFIXES = ("AWS_", "GOOGLE_APPLICATION_CREDENTIALS", "AZURE_STORAGE_", "YUME_")
+
+
+def _storage_env() -> dict[str, str]:
+    """What Ray workers need to read and write the run's object storage as the driver does: credentials and endpoint
+    (`AWS_*`, ...), `--storage-options`, the staging folder and the outputs this run opened (`yume_core.remote`)."""
+    return {k: v for k, v in os.environ.items() if k.startswith(STORAGE_ENV_PREFIXES)}
 
 
 def _flow_run_api() -> str | None:

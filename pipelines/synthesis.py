@@ -54,6 +54,7 @@ from synthesis.presets import load_preset
 from yume_core import __version__
 from yume_core.config import from_dict, merge, to_dict
 from yume_core.manifest import OK, format_summary, read_manifest, summarize, write_manifest
+from yume_core.remote import finish_output, open_flow_output_file, open_output
 from yume_core.storage import check_writable
 
 PAPER_SYNTHETIC_VIDEOS = 80_000  # Yume-1.5's synthetic set before VBench filtering
@@ -107,6 +108,7 @@ def synth_figures(manifest: pa.Table, seconds: float, config: SynthFlowConfig, o
 def run_synthesis(prompts: str, output: str, config: SynthFlowConfig, rank: int | None = None,
                   world_size: int | None = None) -> dict:
     prompts, output = task_paths(config.runner, prompts, output)
+    prompts, output = open_flow_output_file(prompts), open_output(output)  # URLs: staged (`yume_core.remote`)
     out = Path(output)
     rank, world_size = resolve_rank(rank, world_size)
     table = check_prompts(read_prompts(prompts))
@@ -125,11 +127,13 @@ def run_synthesis(prompts: str, output: str, config: SynthFlowConfig, rank: int 
         own = summarize([read_manifest(plan.part(i)) for i in mine]) if mine else summarize(table.slice(0, 0))
         print(format_summary(own, f"synthesis rank {rank}/{world_size}") + f"\n  {len(missing)} batch(es) of other "
               "ranks still running; the last rank to finish writes manifest.parquet")
+        finish_output(out)
         return {**own, "complete": False, "rank": rank, "world_size": world_size, "pending_batches": len(missing)}
     merged = read_parts(plan, table)
     write_manifest(merged, out / "manifest.parquet",
                    metadata={"yume_data.version": __version__, "yume_data.synthesis": inputs})
     summary = report(merged, out, title="synthesis", seconds=seconds, extra=synth_figures(merged, seconds, config, out))
+    finish_output(out)
     return {**summary, "complete": True, "rank": rank, "world_size": world_size}
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from yume_core import remote
 from yume_core.errors import RowError
 from yume_core.manifest import DROPPED, FAILED, OK, summarize, write_manifest
 from yume_core.storage import atomic_write_bytes, atomic_write_text
@@ -111,7 +112,8 @@ def _clip_rows(clip: dict, out_dir: Path, cfg: EventImageConfig) -> list[dict]:
         image_id = f"{clip['clip_id']}_{idx:06d}"
         row = {**base, "image_id": image_id, "frame_index": idx}
         try:
-            frame = next(iter_frames(clip["video_path"], idx, idx + 1), None)
+            with remote.input_file(clip["video_path"]) as video:  # a URL: fetched for the frame, then removed
+                frame = next(iter_frames(video, idx, idx + 1), None)
         except RowError as exc:
             rows.append({**row, "status": FAILED, "reason": exc.reason, "error": exc.message})
             continue

@@ -67,7 +67,16 @@ class OpenVidRows:
 
 
 def read_openvid_csv(path: str | Path) -> OpenVidRows:
-    path = Path(path)
+    """The CSV's rows (a path, or a URL fetched once: the parser wants a local file to read on all cores)."""
+    from yume_core import remote
+
+    if remote.is_url(str(path)):
+        with remote.input_file(str(path)) as local:
+            return _read_openvid_csv(local)
+    return _read_openvid_csv(Path(path))
+
+
+def _read_openvid_csv(path: Path) -> OpenVidRows:
     try:
         with open(path, "rb") as f:
             header_line = f.readline()

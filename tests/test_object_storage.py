@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from pathlib import Path
 
 import fsspec
 import numpy as np
@@ -189,3 +190,20 @@ def test_the_trainer_reads_a_mixture_in_the_bucket(s3, tmp_path):
         for wa, wb in zip(a.windows, b.windows):
             np.testing.assert_array_equal(wa["chunk"].numpy(), wb["chunk"].numpy())
             assert (wa["chunk_start"], wa["actions"], wa["text"]) == (wb["chunk_start"], wb["actions"], wb["text"])
+
+
+def test_a_fresh_machine_fetches_a_generated_input_folder_whole(s3, tmp_path):
+    """What a build resumed elsewhere needs of the inputs it generated into its own output: every file, videos too."""
+    from yume_core.storage import atomic_write_bytes
+
+    url = f"{s3}/build"
+    local = Path(remote.open_output(url))
+    for name in ("input/sekai/videos/a.mp4", "input/sekai/videos/b.mp4", "input/openvid.csv"):
+        atomic_write_bytes(local / name, name.encode() * 100)
+    shutil.rmtree(local)
+    local = Path(remote.open_output(url))
+    assert not (local / "input/sekai/videos/a.mp4").exists()  # payloads are not part of the state
+    assert remote.ensure_local_tree(local / "input/sekai/videos") == local / "input/sekai/videos"
+    assert sorted(p.name for p in (local / "input/sekai/videos").iterdir()) == ["a.mp4", "b.mp4"]
+    assert (local / "input/sekai/videos/b.mp4").read_bytes() == b"input/sekai/videos/b.mp4" * 100
+    assert remote.ensure_local_tree(local / "input/openvid.csv").read_bytes() == b"input/openvid.csv" * 100

@@ -127,17 +127,22 @@ def write_manifest(table: pa.Table, path: str | Path, metadata: Mapping[str, str
 def read_manifest(path: str | Path) -> pa.Table:
     """The table; InputError naming the file when it is missing or not Parquet (a CSV passed by mistake, a
     truncated download)."""
+    from yume_core import remote
+
     try:
-        return pq.read_table(path)
+        return remote.read_parquet(str(path)) if remote.is_url(str(path)) else pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(path, f"cannot be read as a Parquet manifest ({exc})",
                          "pass a manifest.parquet that a yume-data command wrote") from exc
 
 
 def read_manifest_schema(path: str | Path) -> pa.Schema:
-    """The manifest's schema, from its footer alone (no rows read); the same errors as `read_manifest`."""
+    """The manifest's schema, from its footer alone (no rows read); the same errors as `read_manifest`. Both take
+    a URL too."""
+    from yume_core import remote
+
     try:
-        return pq.read_schema(path)
+        return remote.read_parquet_schema(str(path)) if remote.is_url(str(path)) else pq.read_schema(path)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(path, f"cannot be read as a Parquet manifest ({exc})",
                          "pass a manifest.parquet that a yume-data command wrote") from exc

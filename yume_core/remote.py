@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ from typing import IO, Any
 OPTIONS_ENV = "YUME_STORAGE_OPTIONS"
 STAGING_ENV = "YUME_DATA_STAGING"
 MIRROR_FILE = ".yume-remote.json"  # in a staging folder's root: the URL it mirrors
+MIRRORS_ENV = "YUME_DATA_MIRRORS"  # JSON {staging folder: URL} of the outputs this run opened, for its workers
 PAYLOAD_SUFFIXES = (".tar", ".mp4")  # big files a resuming run does not fetch (markers say they are done)
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -247,15 +247,16 @@ class Mirror:
         os.replace(tmp, path)
         return True
 
-    def remote_files(self) -> dict[str, int]:
-        """Relative path -> size of every object under the URL."""
-        fs, base = filesystem(self.url)
+    def remote_files(self, under: str = "") -> dict[str, int]:
+        """Relative path -> size of every object under the URL (or under its folder `under`)."""
+        fs, base = filesystem(join(self.url, under) if under else self.url)
         try:
             found = fs.find(base, detail=True, withdirs=False)
         except FileNotFoundError:
             return {}
         base = base.rstrip("/") + "/"
-        return {k[len(base):]: int(v.get("size") or 0) for k, v in found.items() if k.startswith(base)}
+        prefix = under.strip("/") + "/" if under else ""
+        return {prefix + k[len(base):]: int(v.get("size") or 0) for k, v in found.items() if k.startswith(base)}
 
     def pull_state(self) -> int:
         """Fetch every remote file but the payloads (tars, videos) that the staging folder lacks or holds at
@@ -272,9 +273,9 @@ class Mirror:
         return n
 
     def sync(self) -> int:
-        """Upload every staging file the URL lacks or holds at another size (what was not written through
-        `atomic_path`); small files are uploaded again whatever their size, since one rewritten in place may keep
-        it. Returns how many were uploaded."""
+        """Upload every staging file the URL lacks or holds at another size: what was not written through
+        `atomic_path` (which uploads as it renames), or what a killed run wrote but did not upload. Returns how many
+        were uploaded."""
         from yume_core.storage import TMP_MARK
 
         remote = self.remote_files()
@@ -283,8 +284,7 @@ class Mirror:
             rel = path.relative_to(self.root).as_posix()
             if not path.is_file() or path.name.startswith(TMP_MARK) or rel == MIRROR_FILE:
                 continue
-            big = rel.endswith(PAYLOAD_SUFFIXES)
-            if big and remote.get(rel) == path.stat().st_size:
+            if remote.get(rel) == path.stat().st_size:
                 continue
             self.push(path)
             n += 1
@@ -295,9 +295,18 @@ _mirrors: dict[str, Mirror | None] = {}
 _mirrors_lock = threading.Lock()
 
 
+@lru_cache(maxsize=4)
+def _opened(text: str) -> tuple[tuple[Path, str], ...]:
+    return tuple((Path(root), url) for root, url in json.loads(text).items()) if text else ()
+
+
 def mirror_for(path: str | Path) -> Mirror | None:
-    """The mirror a local path lies in (its nearest folder with a `.yume-remote.json`), or None."""
+    """The mirror a local path lies in: an output this run opened (`YUME_DATA_MIRRORS`, which workers on other
+    nodes inherit, where the staging folder starts empty), else its nearest folder with a `.yume-remote.json`."""
     folder = Path(os.path.abspath(path)).parent
+    for root, url in _opened(os.environ.get(MIRRORS_ENV, "")):
+        if folder == root or root in folder.parents:
+            return Mirror(root, url)
     key = str(folder)
     with _mirrors_lock:
         if key in _mirrors and _mirrors[key] is not None:
@@ -353,6 +362,21 @@ def drop_uploaded(path: str | Path) -> bool:
     return True
 
 
+def ensure_local_tree(path: str | Path) -> Path:
+    """`ensure_local` for a file or a whole folder (payloads included): inputs a build generated into its own
+    output, needed whole by the steps that read them."""
+    path = Path(path)
+    mirror = mirror_for(path / MIRROR_FILE)
+    if mirror is None or path.is_file() or (not path.exists() and mirror.pull(path)):
+        return path
+    rel = Path(os.path.abspath(path)).relative_to(mirror.root).as_posix()
+    for name, nbytes in mirror.remote_files(rel).items():
+        local = mirror.root / name
+        if not local.is_file() or local.stat().st_size != nbytes:
+            mirror.pull(local)
+    return path
+
+
 def open_output(output: str | os.PathLike) -> str:
     """Where a flow writes: a local path as given, or for a URL its staging folder, made a mirror of the URL and
     filled with the state of earlier runs (so the run resumes). Idempotent: opening it again is cheap."""
@@ -368,6 +392,9 @@ def open_output(output: str | os.PathLike) -> str:
         atomic_write_text(marker, json.dumps({"url": output.rstrip("/")}))
     with _mirrors_lock:
         _mirrors.clear()
+    opened = json.loads(os.environ.get(MIRRORS_ENV) or "{}")
+    opened[str(root)] = output.rstrip("/")
+    os.environ[MIRRORS_ENV] = json.dumps(opened, sort_keys=True)
     fs, p = filesystem(output)
     if hasattr(fs, "mkdir") and "s3" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
         bucket = p.split("/", 1)[0]
@@ -376,6 +403,28 @@ def open_output(output: str | os.PathLike) -> str:
                                     "in AWS_ENDPOINT_URL / --storage-options)")
     Mirror(root, output).pull_state()
     return str(root)
+
+
+def open_flow_output_file(path: str | os.PathLike) -> str:
+    """A file another flow wrote (its `manifest.parquet`), as a local path: for a URL, the file in the staging
+    folder of its output folder, which is opened as that flow's output is (its small state fetched), so paths in the
+    manifest relative to it resolve there, and its videos are fetched when read (`ensure_local`)."""
+    path = str(path)
+    if not is_url(path):
+        return path
+    folder, name = path.rstrip("/").rsplit("/", 1)
+    local = Path(open_output(folder)) / name
+    if not ensure_local(local).is_file():
+        raise FileNotFoundError(f"{path}: no such object (or the storage settings cannot reach it)")
+    return str(local)
+
+
+def public_path(path: str | os.PathLike) -> str:
+    """Where a file of a staging folder really is (its URL), for what a person is shown; other paths as given."""
+    if is_url(str(path)):
+        return str(path)
+    mirror = mirror_for(Path(path) / MIRROR_FILE if Path(path).is_dir() else path)
+    return mirror.remote_of(path) if mirror is not None else str(path)
 
 
 def finish_output(local: str | os.PathLike) -> str | None:
@@ -388,9 +437,3 @@ def finish_output(local: str | os.PathLike) -> str | None:
     return mirror.url
 
 
-def remove_local_copy(local: str | os.PathLike) -> None:
-    """Drop a staging folder (its URL keeps everything)."""
-    if mirror_for(Path(local) / MIRROR_FILE) is not None:
-        shutil.rmtree(local, ignore_errors=True)
-        with _mirrors_lock:
-            _mirrors.clear()

@@ -120,7 +120,7 @@ def disk_problem(exc: OSError) -> tuple[str, str, str] | None:
     return (str(folder), *_DISK_PROBLEMS[exc.errno])
 
 
-def check_writable(folder: str | Path, min_free_bytes: int = 1 << 20, what: str = "output folder") -> Path:
+def check_writable(folder: str | Path, min_free_bytes: int = 1 << 20, what: str = "output folder") -> Path | str:
     """Create `folder` if needed and write a probe file there; InputError naming the folder when that fails or the
     disk has less than `min_free_bytes` free.
 
@@ -128,7 +128,10 @@ def check_writable(folder: str | Path, min_free_bytes: int = 1 << 20, what: str 
     full disk stops them at once with the folder's name, not hours later at the first output (or inside Prefect).
     """
     from yume_core.errors import InputError
+    from yume_core.remote import is_url
 
+    if is_url(str(folder)):
+        return folder  # object storage: its bucket is checked when the output is opened (`remote.open_output`)
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
