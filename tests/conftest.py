@@ -47,3 +47,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """An S3-compatible server on loopback (moto's server mode) for the session; its endpoint URL."""
+    from object_store import moto_server
+
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as url:
+        yield url
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, tmp_path, monkeypatch):
+    """A fresh bucket on that server, the AWS environment pointing at it and a staging folder of this test's;
+    returns the bucket's URL."""
+    from object_store import apply_env, new_bucket
+
+    apply_env(monkeypatch, s3_endpoint, tmp_path / "staging")
+    return f"s3://{new_bucket()}"

@@ -11,26 +11,11 @@ from pathlib import Path
 
 import fsspec
 import numpy as np
-import pyarrow as pa
 import pytest
 
 import shards
-from object_store import apply_env, moto_server, new_bucket
 from yume_core import remote
 from yume_core.manifest import OK
-
-
-@pytest.fixture(scope="module")
-def endpoint(tmp_path_factory):
-    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as url:
-        yield url
-
-
-@pytest.fixture
-def s3(endpoint, tmp_path, monkeypatch):
-    """A fresh bucket on the server; this test's staging folder; returns the bucket's URL."""
-    apply_env(monkeypatch, endpoint, tmp_path / "staging")
-    return f"s3://{new_bucket()}"
 
 
 def _fs():
@@ -82,31 +67,31 @@ def test_storage_options_must_be_a_json_object(monkeypatch):
     assert remote.storage_options() == {"anon": True}
 
 
-def test_mirrored_shards_reach_the_bucket_with_markers_and_verify_there(s3, tmp_path):
+def test_mirrored_shards_reach_the_bucket_with_markers_and_verify_there(s3_bucket, tmp_path):
     sample = _sekai(tmp_path)
     table = _clips((sample.csv_path, sample.videos_dir, sample.cameras_dir))
-    local = remote.open_output(f"{s3}/out")
+    local = remote.open_output(f"{s3_bucket}/out")
     cfg = shards.ShardConfig(max_count=2)
     shards.write_shards(table, f"{local}/shards", cfg)
-    names = sorted(p.rsplit("/", 1)[-1] for p in _fs().find(f"{s3}/out/shards"))
+    names = sorted(p.rsplit("/", 1)[-1] for p in _fs().find(f"{s3_bucket}/out/shards"))
     tars = [n for n in names if n.endswith(".tar")]
     assert len(tars) == 3 and "index.parquet" in names
     for tar in tars:
-        marker = json.loads(_fs().cat(f"{s3}/out/shards/_index/{tar[:-4]}.done.json"))
-        assert marker["bytes"] == _fs().size(f"{s3}/out/shards/{tar}")
-        assert marker["sha256"] == remote.sha256_of(f"{s3}/out/shards/{tar}") and marker["samples"] == 2
-    report = shards.verify_shards(f"{s3}/out/shards")
+        marker = json.loads(_fs().cat(f"{s3_bucket}/out/shards/_index/{tar[:-4]}.done.json"))
+        assert marker["bytes"] == _fs().size(f"{s3_bucket}/out/shards/{tar}")
+        assert marker["sha256"] == remote.sha256_of(f"{s3_bucket}/out/shards/{tar}") and marker["samples"] == 2
+    report = shards.verify_shards(f"{s3_bucket}/out/shards")
     assert report.ok, report.errors
     assert (report.shards, report.samples) == (3, 6)
 
 
-def test_resume_checks_markers_against_the_bucket(s3, tmp_path):
+def test_resume_checks_markers_against_the_bucket(s3_bucket, tmp_path):
     """A rerun on a fresh machine (empty staging) fetches the small state and skips finished shards without
     fetching them; a tar altered in the bucket (same size) or whose marker is missing is written again."""
     sample = _sekai(tmp_path)
     table = _clips((sample.csv_path, sample.videos_dir, sample.cameras_dir))
     cfg = shards.ShardConfig(max_count=2)
-    url = f"{s3}/out"
+    url = f"{s3_bucket}/out"
     shards.write_shards(table, f"{remote.open_output(url)}/shards", cfg)
     before = {p: _fs().cat(p) for p in _fs().find(f"{url}/shards") if p.endswith(".tar")}
 
@@ -132,10 +117,10 @@ def test_resume_checks_markers_against_the_bucket(s3, tmp_path):
     assert shards.verify_shards(f"{url}/shards").ok
 
 
-def test_a_smaller_plan_removes_stale_shards_from_the_bucket(s3, tmp_path):
+def test_a_smaller_plan_removes_stale_shards_from_the_bucket(s3_bucket, tmp_path):
     sample = _sekai(tmp_path)
     table = _clips((sample.csv_path, sample.videos_dir, sample.cameras_dir))
-    url = f"{s3}/out"
+    url = f"{s3_bucket}/out"
     shards.write_shards(table, f"{remote.open_output(url)}/shards", shards.ShardConfig(max_count=2))
     shutil.rmtree(remote.staging_dir(url))
     shards.write_shards(table, f"{remote.open_output(url)}/shards", shards.ShardConfig(max_count=4))
@@ -145,11 +130,11 @@ def test_a_smaller_plan_removes_stale_shards_from_the_bucket(s3, tmp_path):
     assert shards.verify_shards(f"{url}/shards").ok
 
 
-def test_inputs_read_from_the_bucket_give_the_same_clips(s3, tmp_path):
+def test_inputs_read_from_the_bucket_give_the_same_clips(s3_bucket, tmp_path):
     sample = _sekai(tmp_path)
-    remote_table = _clips(_in_bucket(sample, f"{s3}/sekai"))
+    remote_table = _clips(_in_bucket(sample, f"{s3_bucket}/sekai"))
     local_table = _clips((sample.csv_path, sample.videos_dir, sample.cameras_dir))
-    assert remote_table["video_path"][0].as_py().startswith(f"{s3}/sekai/")
+    assert remote_table["video_path"][0].as_py().startswith(f"{s3_bucket}/sekai/")
     same = ["clip_id", "status", "reason", "video_sha256", "video_frames", "keys", "mouse"]
     assert remote_table.select(same).equals(local_table.select(same))
     out_remote, out_local = tmp_path / "from_s3", tmp_path / "from_disk"
@@ -160,9 +145,9 @@ def test_inputs_read_from_the_bucket_give_the_same_clips(s3, tmp_path):
     assert mp4(a) == mp4(b)  # the same video bytes (the json differs: it records where the sources were)
 
 
-def test_a_missing_input_object_fails_its_row_only(s3, tmp_path):
+def test_a_missing_input_object_fails_its_row_only(s3_bucket, tmp_path):
     sample = _sekai(tmp_path, clips=3)
-    urls = _in_bucket(sample, f"{s3}/sekai")
+    urls = _in_bucket(sample, f"{s3_bucket}/sekai")
     gone = sorted(_fs().find(urls[1]))[0]
     _fs().rm(gone)
     table = _clips(urls)
@@ -171,17 +156,17 @@ def test_a_missing_input_object_fails_its_row_only(s3, tmp_path):
     assert failed[0]["reason"] == "video_missing" and gone.rsplit("/", 1)[-1] in failed[0]["error"]
 
 
-def test_the_trainer_reads_a_mixture_in_the_bucket(s3, tmp_path):
+def test_the_trainer_reads_a_mixture_in_the_bucket(s3_bucket, tmp_path):
     from pipelines.sample_mixture import make_sample_mixture
     from training_stub.data import DataConfig
     from training_stub.mixture import MixtureWindows
 
     mixture = make_sample_mixture(tmp_path / "mix", clips=4, videos=2)
-    _upload_tree(mixture.parent, f"{s3}/build")
+    _upload_tree(mixture.parent, f"{s3_bucket}/build")
     data = DataConfig(shuffle_buffer=4)
     here = MixtureWindows.open(mixture, data, log=lambda _: None)
-    there = MixtureWindows.open(f"{s3}/build/mixture.yaml", data, log=lambda _: None)
-    assert [s.path for s in there.sources][0].startswith(f"{s3}/build/")
+    there = MixtureWindows.open(f"{s3_bucket}/build/mixture.yaml", data, log=lambda _: None)
+    assert [s.path for s in there.sources][0].startswith(f"{s3_bucket}/build/")
     assert [(s.name, s.weight, s.tasks) for s in there.sources] == [(s.name, s.weight, s.tasks) for s in here.sources]
     for step in range(4):
         a, b = here.step(step, 2), there.step(step, 2)
@@ -192,11 +177,11 @@ def test_the_trainer_reads_a_mixture_in_the_bucket(s3, tmp_path):
             assert (wa["chunk_start"], wa["actions"], wa["text"]) == (wb["chunk_start"], wb["actions"], wb["text"])
 
 
-def test_a_fresh_machine_fetches_a_generated_input_folder_whole(s3, tmp_path):
+def test_a_fresh_machine_fetches_a_generated_input_folder_whole(s3_bucket, tmp_path):
     """What a build resumed elsewhere needs of the inputs it generated into its own output: every file, videos too."""
     from yume_core.storage import atomic_write_bytes
 
-    url = f"{s3}/build"
+    url = f"{s3_bucket}/build"
     local = Path(remote.open_output(url))
     for name in ("input/sekai/videos/a.mp4", "input/sekai/videos/b.mp4", "input/openvid.csv"):
         atomic_write_bytes(local / name, name.encode() * 100)

@@ -15,23 +15,11 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from object_store import apply_env, env_for_subprocess, moto_server, new_bucket
+from object_store import env_for_subprocess
 from yume_core.sample_data import make_sekai_sample
 
 pytestmark = pytest.mark.slow
 EPOCH = "1767225600"
-
-
-@pytest.fixture(scope="module")
-def endpoint(tmp_path_factory):
-    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as url:
-        yield url
-
-
-@pytest.fixture
-def bucket(endpoint, tmp_path, monkeypatch):
-    apply_env(monkeypatch, endpoint, tmp_path / "staging")
-    return f"s3://{new_bucket()}"
 
 
 def _env(endpoint: str, tmp_path: Path) -> dict:
@@ -61,28 +49,28 @@ def _upload_sample(sample, url: str) -> tuple[str, str, str]:
                  for p in (sample.csv_path, sample.videos_dir, sample.cameras_dir))
 
 
-def test_real_world_killed_and_resumed_into_s3_matches_a_clean_run(endpoint, bucket, tmp_path):
+def test_real_world_killed_and_resumed_into_s3_matches_a_clean_run(s3_endpoint, s3_bucket, tmp_path):
     sample = make_sekai_sample(tmp_path / "sekai", n_clips=8, n_frames=40, size=(64, 36),
                                faults=("video_missing",))
-    csv, videos, cameras = _upload_sample(sample, f"{bucket}/sekai")
+    csv, videos, cameras = _upload_sample(sample, f"{s3_bucket}/sekai")
 
     def command(out: str) -> list[str]:
         return _cli("real-world", "--csv", csv, "--videos", videos, "--trajectories", cameras, "--output", out,
                     "--batch-size", "2", "--shard-max-count", "2", "--workers", "2")
 
-    clean = f"{bucket}/clean"
-    done = subprocess.run(command(clean), env=_env(endpoint, tmp_path / "a"), capture_output=True, text=True,
+    clean = f"{s3_bucket}/clean"
+    done = subprocess.run(command(clean), env=_env(s3_endpoint, tmp_path / "a"), capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "s3://" in done.stdout  # the outputs are printed as URLs
 
-    resumed = f"{bucket}/resumed"
+    resumed = f"{s3_bucket}/resumed"
     fs = fsspec.filesystem("s3")
-    proc = subprocess.Popen(command(resumed), env=_env(endpoint, tmp_path / "b"), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(command(resumed), env=_env(s3_endpoint, tmp_path / "b"), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
-        while True:  # kill once the first shard is finished in the bucket, the others not yet
+        while True:  # kill once the first shard is finished in the s3_bucket, the others not yet
             fs.invalidate_cache()
             if fs.exists(f"{resumed}/shards/_index/shard-000000.done.json") or fs.exists(f"{resumed}/shards/_index/shard-000001.done.json"):
                 break
@@ -94,13 +82,13 @@ def test_real_world_killed_and_resumed_into_s3_matches_a_clean_run(endpoint, buc
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert not fs.exists(f"{resumed}/shards/index.parquet")
-    # resumed on "another machine": a fresh staging folder, so the state comes from the bucket alone
-    done = subprocess.run(command(resumed), env=_env(endpoint, tmp_path / "c"), capture_output=True, text=True,
+    # resumed on "another machine": a fresh staging folder, so the state comes from the s3_bucket alone
+    done = subprocess.run(command(resumed), env=_env(s3_endpoint, tmp_path / "c"), capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert _digests(resumed) == _digests(clean) and len(_digests(clean)) >= 8
 
-    verify = subprocess.run(_cli("shards", "verify", f"{resumed}/shards"), env=_env(endpoint, tmp_path / "c"),
+    verify = subprocess.run(_cli("shards", "verify", f"{resumed}/shards"), env=_env(s3_endpoint, tmp_path / "c"),
                             capture_output=True, text=True, timeout=300)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     import pyarrow.parquet as pq
@@ -110,9 +98,9 @@ def test_real_world_killed_and_resumed_into_s3_matches_a_clean_run(endpoint, buc
     assert manifest.num_rows == 9 and manifest["status"].to_pylist().count("ok") == 8
 
 
-def test_a_build_written_to_s3_is_read_back_there(endpoint, bucket, tmp_path):
-    out = f"{bucket}/build"
-    env = _env(endpoint, tmp_path)
+def test_a_build_written_to_s3_is_read_back_there(s3_endpoint, s3_bucket, tmp_path):
+    out = f"{s3_bucket}/build"
+    env = _env(s3_endpoint, tmp_path)
     done = subprocess.run(_cli("build", "--preset", "demo", "--output", out, "--config", str(_small_build(tmp_path))),
                           env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -131,7 +119,7 @@ def test_a_build_written_to_s3_is_read_back_there(endpoint, bucket, tmp_path):
     train = subprocess.run(_cli("train", "--mixture", f"{out}/mixture.yaml", "--output", str(tmp_path / "run"),
                                 "--steps", "2"), env=env, capture_output=True, text=True, timeout=600)
     assert train.returncode == 0, train.stderr[-3000:]
-    # a rerun skips every step (its tars are in the bucket only: the staging folder dropped them)
+    # a rerun skips every step (its tars are in the s3_bucket only: the staging folder dropped them)
     again = subprocess.run(_cli("build", "--preset", "demo", "--output", out, "--config", str(_small_build(tmp_path))),
                            env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -218,28 +218,24 @@ def test_a_build_with_every_stage_on_the_cluster_writes_what_threads_write(clust
     same_files(threads, out, BUILD_FILES)
 
 
-def test_real_world_on_the_cluster_into_s3_writes_what_threads_write(cluster, sekai, tmp_path, monkeypatch):
+def test_real_world_on_the_cluster_into_s3_writes_what_threads_write(cluster, sekai, s3_bucket):
     """Ray + object storage: the nodes were started without any S3 settings, so the workers read the videos and
     upload parts, shards and markers with what the flow hands them (credentials, endpoint, the opened mirror)."""
     import fsspec
 
-    from object_store import apply_env, moto_server, new_bucket
     from pipelines.real_world import RealWorldConfig, run_flow
 
-    with moto_server(tmp_path / "moto.log") as endpoint:
-        apply_env(monkeypatch, endpoint, tmp_path / "staging")
-        bucket = f"s3://{new_bucket()}"
-        fs = fsspec.filesystem("s3")
-        fs.put(str(sekai.out_dir) + "/", f"{bucket}/sekai/", recursive=True)
-        urls = [f"{bucket}/sekai/{p.relative_to(sekai.out_dir).as_posix()}"
-                for p in (sekai.csv_path, sekai.videos_dir, sekai.cameras_dir)]
-        digests = {}
-        for kind, runner in (("threads", {"kind": "threads", "workers": 2}), ("ray", ray_runner(cluster))):
-            cfg = from_dict(RealWorldConfig, {"batch_size": 2, "shards": {"max_count": 2}, "runner": runner})
-            summary = run_flow(*urls, f"{bucket}/{kind}", cfg)
-            assert summary["outputs"]["manifest"] == f"{bucket}/{kind}/manifest.parquet"
-            fs.invalidate_cache()
-            found = sorted(fs.find(f"{bucket}/{kind}/shards"))
-            digests[kind] = {p.split(f"/{kind}/", 1)[1]: fs.cat(p) for p in found}
-        assert digests["ray"] == digests["threads"]
-        assert sum(name.endswith(".done.json") for name in digests["ray"]) == 2
+    fs = fsspec.filesystem("s3")
+    fs.put(str(sekai.out_dir) + "/", f"{s3_bucket}/sekai/", recursive=True)
+    urls = [f"{s3_bucket}/sekai/{p.relative_to(sekai.out_dir).as_posix()}"
+            for p in (sekai.csv_path, sekai.videos_dir, sekai.cameras_dir)]
+    digests = {}
+    for kind, runner in (("threads", {"kind": "threads", "workers": 2}), ("ray", ray_runner(cluster))):
+        cfg = from_dict(RealWorldConfig, {"batch_size": 2, "shards": {"max_count": 2}, "runner": runner})
+        summary = run_flow(*urls, f"{s3_bucket}/{kind}", cfg)
+        assert summary["outputs"]["manifest"] == f"{s3_bucket}/{kind}/manifest.parquet"
+        fs.invalidate_cache()
+        found = sorted(fs.find(f"{s3_bucket}/{kind}/shards"))
+        digests[kind] = {p.split(f"/{kind}/", 1)[1]: fs.cat(p) for p in found}
+    assert digests["ray"] == digests["threads"]
+    assert sum(name.endswith(".done.json") for name in digests["ray"]) == 2
