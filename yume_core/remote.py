@@ -309,7 +309,7 @@ def mirror_for(path: str | Path) -> Mirror | None:
             return Mirror(root, url)
     key = str(folder)
     with _mirrors_lock:
-        if key in _mirrors and _mirrors[key] is not None:
+        if key in _mirrors:  # `open_output` clears this when it makes a folder a mirror
             return _mirrors[key]
     found = None
     for d in (folder, *folder.parents):
