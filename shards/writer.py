@@ -24,6 +24,7 @@ straight to the OS without another copy (a buffer larger than the payloads would
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -34,7 +35,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -220,14 +221,20 @@ def _mtime(created: str) -> int:
 
 class _HashingFile:
     """A write-only file that hashes what goes through it, so a shard's sha256 (its completion marker's) costs no
-    second read of the tar."""
+    second read of the tar. The hashing runs on a thread of its own, a sample behind the writes (hashlib and file
+    writes both release the GIL): each sample's pooled read buffer goes back to the pool only once it is hashed
+    (`hand_off`), and at most `lag` samples wait to be hashed."""
 
-    def __init__(self, f):
-        self.f, self.sha, self.bytes = f, hashlib.sha256(), 0
+    def __init__(self, f, lag: int = 4):
+        self.f, self.sha, self.bytes, self.lag = f, hashlib.sha256(), 0, lag
+        self.views: list[memoryview] = []
+        self.pending: deque = deque()
+        self.hasher = ThreadPoolExecutor(1, thread_name_prefix="shard-hash")
 
     def write(self, data) -> int:
-        self.sha.update(data)
-        self.bytes += len(memoryview(data).cast("B"))
+        view = memoryview(data).cast("B")
+        self.bytes += view.nbytes
+        self.views.append(view)
         return self.f.write(data)
 
     def tell(self) -> int:
@@ -235,6 +242,29 @@ class _HashingFile:
 
     def flush(self) -> None:
         self.f.flush()
+
+    def hand_off(self, release: Callable[[], None] | None = None) -> None:
+        """Hash what was written since the last call; `release()` once done (returns the sample's buffer)."""
+        views, self.views = self.views, []
+        done = self.hasher.submit(self._update, views)
+        if release is not None:
+            done.add_done_callback(lambda _: release())
+        self.pending.append(done)
+        while len(self.pending) > self.lag:
+            self.pending.popleft().result()
+
+    def _update(self, views: list[memoryview]) -> None:
+        for view in views:
+            self.sha.update(view)
+
+    def hexdigest(self) -> str:
+        self.hand_off()
+        while self.pending:
+            self.pending.popleft().result()
+        return self.sha.hexdigest()
+
+    def close(self) -> None:
+        self.hasher.shutdown(wait=True, cancel_futures=True)
 
 
 def _write_shard(table_rows: pa.Table, path: Path, ctx: SampleContext) -> tuple[pa.Table, str, int]:
@@ -253,26 +283,29 @@ def _write_shard(table_rows: pa.Table, path: Path, ctx: SampleContext) -> tuple[
     with atomic_path(path) as tmp:
         with open(tmp, "wb", buffering=FILE_BUFFER) as raw:
             f = _HashingFile(raw)
-            tw = _TarWriter(f, encoder=False, mtime=_mtime(ctx.created), format="PAX_FORMAT")
-            tw.tarstream.copybufsize = COPY_CHUNK
-            position = 0
-            pool = _BufferPool(WINDOW_BYTES)
-            for row, key, sample, records, err, buf in _samples_in_order(rows, keys, est, ctx, pool):
-                base = dict(key=key, clip_id=row.get("clip_id"), source=row.get("source"), set=ctx.spec.set_name)
-                if err is not None:
-                    add(**base, member_bytes=0, members=[], status=FAILED, reason=err.reason, error=err.message)
-                    continue
-                offset = tw.tarstream.offset
-                info = sample.get("_index") or {}
-                tw.write(sample)
-                if buf is not None:
-                    sample.clear()  # drop the view before the buffer is reused
-                    pool.put(buf)
-                add(**base, **info, shard=path.name, position=position, offset=offset,
-                    member_bytes=sum(r["bytes"] for r in records), members=records, status=OK)
-                position += 1
-            tw.close()
-    return pa.Table.from_pydict(cols, schema=INDEX_SCHEMA), f.sha.hexdigest(), f.bytes
+            try:
+                tw = _TarWriter(f, encoder=False, mtime=_mtime(ctx.created), format="PAX_FORMAT")
+                tw.tarstream.copybufsize = COPY_CHUNK
+                position = 0
+                pool = _BufferPool(WINDOW_BYTES)
+                for row, key, sample, records, err, buf in _samples_in_order(rows, keys, est, ctx, pool):
+                    base = dict(key=key, clip_id=row.get("clip_id"), source=row.get("source"), set=ctx.spec.set_name)
+                    if err is not None:
+                        add(**base, member_bytes=0, members=[], status=FAILED, reason=err.reason, error=err.message)
+                        continue
+                    offset = tw.tarstream.offset
+                    info = sample.get("_index") or {}
+                    tw.write(sample)
+                    sample.clear()  # only the hasher still holds the buffer's views
+                    f.hand_off(None if buf is None else functools.partial(pool.put, buf))
+                    add(**base, **info, shard=path.name, position=position, offset=offset,
+                        member_bytes=sum(r["bytes"] for r in records), members=records, status=OK)
+                    position += 1
+                tw.close()
+                digest = f.hexdigest()
+            finally:
+                f.close()
+    return pa.Table.from_pydict(cols, schema=INDEX_SCHEMA), digest, f.bytes
 
 
 def write_shard(table_rows: pa.Table, path: str | Path, config: ShardConfig | None = None,
