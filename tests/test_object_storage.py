@@ -192,3 +192,14 @@ def test_a_fresh_machine_fetches_a_generated_input_folder_whole(s3_bucket, tmp_p
     assert sorted(p.name for p in (local / "input/sekai/videos").iterdir()) == ["a.mp4", "b.mp4"]
     assert (local / "input/sekai/videos/b.mp4").read_bytes() == b"input/sekai/videos/b.mp4" * 100
     assert remote.ensure_local_tree(local / "input/openvid.csv").read_bytes() == b"input/openvid.csv" * 100
+
+
+def test_an_output_in_a_missing_bucket_is_one_clear_error_and_the_mirror_marker_stays_local(s3_bucket, tmp_path):
+    from yume_core.errors import InputError
+
+    with pytest.raises(InputError, match="bucket 'no-such-bucket' does not exist"):
+        remote.open_output("s3://no-such-bucket/out")
+    local = Path(remote.open_output(f"{s3_bucket}/out"))
+    (local / "a.txt").write_text("x")
+    remote.finish_output(local)
+    assert sorted(p.rsplit("/", 1)[-1] for p in _fs().find(f"{s3_bucket}/out")) == ["a.txt"]

@@ -383,24 +383,24 @@ def open_output(output: str | os.PathLike) -> str:
     output = str(output)
     if not is_url(output):
         return output
+    fs, p = filesystem(output)
+    if "s3" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)) and not fs.exists(p.split("/")[0]):
+        from yume_core.errors import InputError
+
+        raise InputError(output, f"bucket {p.split('/')[0]!r} does not exist",
+                         "create it, or check the endpoint in AWS_ENDPOINT_URL / --storage-options")
     root = staging_dir(output)
     root.mkdir(parents=True, exist_ok=True)
     marker = root / MIRROR_FILE
-    if not marker.is_file():
-        from yume_core.storage import atomic_write_text
-
-        atomic_write_text(marker, json.dumps({"url": output.rstrip("/")}))
+    if not marker.is_file():  # written by hand, not `atomic_path`: the marker itself is not uploaded
+        tmp = root / f".tmp-{os.getpid()}-{MIRROR_FILE}"
+        tmp.write_text(json.dumps({"url": output.rstrip("/")}))
+        os.replace(tmp, marker)
     with _mirrors_lock:
         _mirrors.clear()
     opened = json.loads(os.environ.get(MIRRORS_ENV) or "{}")
     opened[str(root)] = output.rstrip("/")
     os.environ[MIRRORS_ENV] = json.dumps(opened, sort_keys=True)
-    fs, p = filesystem(output)
-    if hasattr(fs, "mkdir") and "s3" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
-        bucket = p.split("/", 1)[0]
-        if not fs.exists(bucket):
-            raise FileNotFoundError(f"{output}: bucket {bucket!r} does not exist (create it, or check the endpoint "
-                                    "in AWS_ENDPOINT_URL / --storage-options)")
     Mirror(root, output).pull_state()
     return str(root)
 
