@@ -170,8 +170,9 @@ def run_real_world(csv: str, videos: str, trajectories: str, output: str, config
     path = write_parts(attached_parts(manifest, groups, shards_path, config.shards), out / "manifest.parquet",
                        manifest.schema, {"yume_data": json.dumps(provenance)})
     summary = report(Parts.of_files([path]), out, title="real-world", seconds=time.perf_counter() - started)
-    for folder in {output, str(shards_path)}:
-        finish_output(folder)
+    finish_output(output)
+    if out.resolve() not in shards_path.resolve().parents:  # shards elsewhere (the build's set folder)
+        finish_output(shards_path)
     return summary
 
 

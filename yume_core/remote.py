@@ -86,6 +86,11 @@ def filesystem(url: str):
     return fs, fs._strip_protocol(url)
 
 
+def as_path(path: str | os.PathLike) -> "str | Path":
+    """A URL as its string (pathlib would fold its `//`), anything else as a Path."""
+    return str(path) if is_url(str(path)) else Path(path)
+
+
 def join(base: str, *names: str) -> str:
     """`base/name/...` for a URL or a local path."""
     if is_url(base):
@@ -272,15 +277,15 @@ class Mirror:
                 n += self.pull(local)
         return n
 
-    def sync(self) -> int:
-        """Upload every staging file the URL lacks or holds at another size: what was not written through
-        `atomic_path` (which uploads as it renames), or what a killed run wrote but did not upload. Returns how many
-        were uploaded."""
+    def sync(self, under: str = "") -> int:
+        """Upload every staging file (below the folder `under`) the URL lacks or holds at another size: what was not
+        written through `atomic_path` (which uploads as it renames), or what a killed run wrote but did not upload.
+        Returns how many were uploaded."""
         from yume_core.storage import TMP_MARK
 
-        remote = self.remote_files()
+        remote = self.remote_files(under)
         n = 0
-        for path in sorted(self.root.rglob("*")):
+        for path in sorted((self.root / under).rglob("*")):
             rel = path.relative_to(self.root).as_posix()
             if not path.is_file() or path.name.startswith(TMP_MARK) or rel == MIRROR_FILE:
                 continue
@@ -428,12 +433,14 @@ def public_path(path: str | os.PathLike) -> str:
 
 
 def finish_output(local: str | os.PathLike) -> str | None:
-    """Upload what the run left in its staging folder that is not in the URL yet; returns the URL (None for a
-    local output)."""
+    """Upload what the run left in its output folder (a staging folder, or a folder inside one: a build's stage)
+    that is not in the URL yet, listing only that folder here and in the bucket; returns the folder's URL (None for
+    a local output)."""
     mirror = mirror_for(Path(local) / MIRROR_FILE)
     if mirror is None:
         return None
-    mirror.sync()
-    return mirror.url
+    under = Path(os.path.abspath(local)).relative_to(mirror.root).as_posix()
+    mirror.sync("" if under == "." else under)
+    return mirror.remote_of(local) if under != "." else mirror.url
 
 
