@@ -90,12 +90,9 @@ def folder_set_name(folder: str | Path) -> str:
 def shard_sources(shards: str | Path | list[str]) -> list[MixtureSource]:
     """A plain shard folder (or pattern, or URL list) as a one-set mixture of weight 1 training every task."""
     if isinstance(shards, (list, tuple)):
-        return [MixtureSource("shards", _as_path(shards[0]), 1.0, TASKS)]
-    return [MixtureSource(folder_set_name(shards), _as_path(shards), 1.0, TASKS)]
+        return [MixtureSource("shards", remote.as_path(shards[0]), 1.0, TASKS)]
+    return [MixtureSource(folder_set_name(shards), remote.as_path(shards), 1.0, TASKS)]
 
-
-def _as_path(where) -> Path | str:
-    return str(where) if remote.is_url(str(where)) else Path(where)
 
 
 def stream_seed(seed: int, name: str, task: str) -> int:

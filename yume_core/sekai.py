@@ -65,8 +65,8 @@ def read_sekai_csv(
 
     SekaiFormatError (an InputError) when the file as a whole cannot be used: missing, not UTF-8, no header.
     Each of the three may be an object-storage URL (`s3://bucket/sekai/...`); the rows' paths are then URLs."""
-    csv_path = _as_path(csv_path)
-    videos_dir, cameras_dir = _as_path(videos_dir), _as_path(cameras_dir)
+    csv_path = remote.as_path(csv_path)
+    videos_dir, cameras_dir = remote.as_path(videos_dir), remote.as_path(cameras_dir)
     source = source or Path(str(csv_path)).stem
     try:
         fh = _open_csv(csv_path)
@@ -94,7 +94,7 @@ def read_sekai_csv(
 
 def check_sekai_csv(csv_path: str | Path) -> list[str]:
     """The CSV's header, or SekaiFormatError: what a flow checks before it starts, reading one line."""
-    csv_path = _as_path(csv_path)
+    csv_path = remote.as_path(csv_path)
     try:
         with _open_csv(csv_path) as fh:
             return _header(csv.reader(fh), csv_path)
@@ -106,19 +106,11 @@ def check_sekai_csv(csv_path: str | Path) -> list[str]:
                                'save it as UTF-8 comma-separated text (Excel: "CSV UTF-8")') from exc
 
 
-def _as_path(path: str | Path) -> str | Path:
-    return str(path) if remote.is_url(str(path)) else Path(path)
-
-
 def _open_csv(path: str | Path):
     """The CSV as text (BOM dropped, newlines as the csv module wants them), from disk or object storage."""
     if remote.is_url(path):
         return io.TextIOWrapper(remote.open_input(path), encoding="utf-8-sig", newline="")
     return open(path, newline="", encoding="utf-8-sig")
-
-
-def _under(root: str | Path, name: str) -> str:
-    return remote.join(root, name) if isinstance(root, str) else str(root / name)
 
 
 def _header(reader, csv_path: Path) -> list[str]:
@@ -190,8 +182,8 @@ def _derive_columns(table, n, bad, line_nos, header, source, csv_path, videos_di
     camera_files = table["camera_file"].to_pylist()
     stems = [Path(v).stem if v else None for v in video_files]
     parsed = [parse_video_stem(s) if s else None for s in stems]
-    video_paths = [_under(videos_dir, v) if v else None for v in video_files]
-    camera_paths = [_under(cameras_dir, c if c else f"{s}.npz") if s else None for c, s in zip(camera_files, stems)]
+    video_paths = [remote.join(str(videos_dir), v) if v else None for v in video_files]
+    camera_paths = [remote.join(str(cameras_dir), c if c else f"{s}.npz") if s else None for c, s in zip(camera_files, stems)]
     table = table.append_column("clip_id", pa.array(stems, pa.string()))
     table = table.append_column("source", pa.array([source] * n, pa.string()))
     table = table.append_column("csv_row", pa.array(np.arange(n), pa.int64()))
