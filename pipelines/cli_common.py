@@ -102,15 +102,14 @@ def read_config(path: str | Path) -> dict:
 
 def settings(preset: str | None, config: str | None, overrides: dict, presets_dir: Path = PRESETS_DIR) -> dict:
     """A preset, then a YAML file, then flags: later wins (None in `overrides` means "not given")."""
-    from yume_core.config import load_yaml, merge
+    from yume_core.config import ConfigError, load_preset, merge
 
     data: dict = {}
     if preset:
-        path = presets_dir / f"{preset}.yaml"
-        if not path.exists():
-            known = sorted(p.stem for p in presets_dir.glob("*.yaml"))
-            raise click.BadParameter(f"unknown preset {preset!r}; known: {known}", param_hint="--preset")
-        data = load_yaml(path)
+        try:
+            data = load_preset(presets_dir, preset, "preset")
+        except ConfigError as e:
+            raise click.BadParameter(str(e), param_hint="--preset") from None
     if config:
         data = merge(data, read_config(config))
     return merge(data, overrides)

@@ -24,20 +24,19 @@ def run_demo(output: Path, clips: int = 8, frames: int = 150, steps: int = TRAIN
     import torch
 
     import shards
-    from pipelines.build import build_config, run_build_flow
+    from pipelines.build import run_build_flow
+    from pipelines.build_config import build_config
     from training_stub import check_checkpoint, load_config, train
     from yume_core.manifest import read_manifest
-    from yume_core.samples import SETS
 
     output = Path(output)
-    record = run_build_flow(output, build_config("demo", {"inputs": {"clips": clips, "frames": frames}}), "demo")
+    record = run_build_flow(output, build_config("demo", {"generate": {"clips": clips, "frames": frames}}), "demo")
     problems = []
-    for name in SETS:
-        if name in record["sets"]:
-            report = shards.verify_shards(output / name, decode=True)
-            click.echo(f"{name}: " + shards.format_report(report).splitlines()[0].split(": ", 1)[-1])
-            problems += [] if report.ok else [f"{name} shards failed verification"]
-    manifest = output / record["sets"]["real_world"]["manifest"]
+    for name, info in record["sets"].items():
+        report = shards.verify_shards(output / info["path"], decode=True)
+        click.echo(f"{name}: " + shards.format_report(report).splitlines()[0].split(": ", 1)[-1])
+        problems += [] if report.ok else [f"{name} shards failed verification"]
+    manifest = output / next(s["outputs"]["manifest"] for s in record["steps"] if s["name"] == "real_world/real_world")
     exported = shards.export_yume(read_manifest(manifest), output / "yume-layout")
 
     # one intra-op thread: the cpu preset's model is small, and a second thread only adds contention on 2 cores
@@ -51,7 +50,7 @@ def run_demo(output: Path, clips: int = 8, frames: int = 150, steps: int = TRAIN
         "data card": output / "card.html",
         "hub card": output / "README.md",
         "mixture": output / "mixture.yaml",
-        **{f"{name} set": output / name for name in SETS if name in record["sets"]},
+        **{f"{name} set": output / info["path"] for name, info in record["sets"].items()},
         "yume layout": f"{output / 'yume-layout'} ({exported.num_rows} segments)",
         "training run": f"{run} ({summary['steps']} steps; metrics.jsonl, loss.png)",
         "infer check": f"{run / 'infer-check'} ({'PASS' if check['verdict']['passed'] else 'FAIL'}, tasks "

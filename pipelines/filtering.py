@@ -47,8 +47,11 @@ class FilterFlowConfig:
     runner: RunnerConfig = field(default_factory=lambda: RunnerConfig(kind="threads", workers=1))
 
 
+filter_preset_settings = load_preset  # a preset (`filtering.presets`; `yume15`: VBench, top 50,000) by name or path
+
+
 def filter_flow_config(preset: str | None = None, settings: Mapping[str, Any] | None = None) -> FilterFlowConfig:
-    """A preset (`filtering.presets`; `yume15`: VBench, top 50,000) with `settings` (YAML + flags) on top."""
+    """A preset with `settings` (YAML + flags) on top."""
     base = load_preset(preset) if preset else {}
     return from_dict(FilterFlowConfig, merge(base, dict(settings or {})))
 

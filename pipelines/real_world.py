@@ -31,12 +31,13 @@ from prefect.futures import wait
 import quantize_actions
 import shards
 from shards.plan import ok_positions
+from shards.sample import SampleSpec, real_world_spec, recorded_path
 from captioning.stage import CaptionConfig
 from pipelines.batching import Parts, fingerprint, map_batches, write_parts
 from pipelines.reporting import report
 from pipelines.runners import Runner, RunnerConfig, task_paths, task_runner
 from yume_core import __version__
-from yume_core.config import ConfigError, from_dict, load_yaml, merge, to_dict
+from yume_core.config import from_dict, load_preset, merge, to_dict
 from yume_core.manifest import CLIP_SCHEMA, OK, conform, mark_each
 from yume_core.remote import finish_output, is_url, open_output
 from yume_core.sekai import check_frame_counts, check_sekai_csv, probe_clips, read_sekai_csv
@@ -64,11 +65,11 @@ def process_clip_batch(batch: pa.Table, config: RealWorldConfig) -> pa.Table:
 
 @task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
 def write_shard_task(manifest: Parts, positions: np.ndarray, shards_dir: str, index: int,
-                     config: shards.ShardConfig, provenance: dict) -> int:
+                     config: shards.ShardConfig, provenance: dict, spec: SampleSpec) -> int:
     """Read the shard's rows from the parts (by position) and write it, unless it was written from the same rows
     and settings already (`write_shard_part` compares fingerprints)."""
     rows = manifest.take(positions)
-    shards.write_shard_part(rows, Path(shards_dir), index, config, provenance)
+    shards.write_shard_part(rows, Path(shards_dir), index, config, provenance, spec=spec)
     return rows.num_rows
 
 
@@ -88,7 +89,7 @@ def plan_all_shards(manifest: Parts, config: shards.ShardConfig) -> list[np.ndar
 
 
 def write_all_shards(manifest: Parts, shards_dir: Path, config: shards.ShardConfig,
-                     provenance: dict, runner: Runner) -> list[np.ndarray]:
+                     provenance: dict, runner: Runner, spec: SampleSpec) -> list[np.ndarray]:
     """One task per shard (a shard already written from the same rows is kept); writes the merged index and
     returns the plan. Temp files of a killed earlier run are removed once every shard is written, so
     `shards/*.tar` names the shards and nothing else."""
@@ -96,7 +97,8 @@ def write_all_shards(manifest: Parts, shards_dir: Path, config: shards.ShardConf
     shards.remove_stale_shards(shards_dir, len(groups), config)
     futures = [
         runner.submit(write_shard_task, {"manifest": manifest, "positions": rows, "shards_dir": str(shards_dir),
-                                         "index": i, "config": config, "provenance": provenance}, f"shard-{i:06d}")
+                                         "index": i, "config": config, "provenance": provenance, "spec": spec},
+                      f"shard-{i:06d}")
         for i, rows in enumerate(groups)
     ]
     wait(futures)
@@ -136,9 +138,11 @@ def attach_shards(manifest: pa.Table, index: pa.Table) -> pa.Table:
 
 
 def run_real_world(csv: str, videos: str, trajectories: str, output: str, config: RealWorldConfig,
-                   shards_dir: str | None = None) -> dict:
+                   shards_dir: str | None = None, set_name: str = "real_world", tasks: list[str] | None = None,
+                   root: str | None = None) -> dict:
     """The flow body; `real_world_flow` wraps it so Prefect records the run. `shards_dir`: where the set's shards
-    go (default `<output>/shards`; `yume-data build` puts them in the set folder)."""
+    go (default `<output>/shards`; `yume-data build` puts them in the set folder, names the set and its tasks, and
+    records source paths relative to the build folder, `root`)."""
     started = time.perf_counter()
     csv, videos, trajectories, output, shards_dir = task_paths(config.runner, csv, videos, trajectories, output,
                                                                shards_dir)
@@ -154,7 +158,7 @@ def run_real_world(csv: str, videos: str, trajectories: str, output: str, config
     provenance = {
         "pipeline": f"yume-data {__version__}",
         "flow": "real-world",
-        "csv": csv if is_url(csv) else str(Path(csv).resolve()),
+        "csv": csv if is_url(csv) else recorded_path(str(Path(csv).resolve()), root),
         "actions": to_dict(config.actions),
     }
     shards_path = Path(shards_dir) if shards_dir else out / "shards"
@@ -166,7 +170,8 @@ def run_real_world(csv: str, videos: str, trajectories: str, output: str, config
             from pipelines.captioning import caption_step
 
             manifest = caption_step(manifest, out, config.caption, config.batch_size, runner)
-        groups = write_all_shards(manifest, shards_path, config.shards, provenance, runner)
+        spec = real_world_spec(tasks, set_name, root)
+        groups = write_all_shards(manifest, shards_path, config.shards, provenance, runner, spec)
     path = write_parts(attached_parts(manifest, groups, shards_path, config.shards), out / "manifest.parquet",
                        manifest.schema, {"yume_data": json.dumps(provenance)})
     summary = report(Parts.of_files([path]), out, title="real-world", seconds=time.perf_counter() - started)
@@ -179,27 +184,30 @@ def run_real_world(csv: str, videos: str, trajectories: str, output: str, config
 PRESETS = Path(__file__).parent / "presets"
 
 
+def load_real_world_preset(name_or_path: str) -> dict:
+    """A real-world preset's settings (`demo`, `yume15` or a YAML path)."""
+    return load_preset(PRESETS, name_or_path, "real-world preset")
+
+
 def real_world_config(preset: str, settings: dict | None = None) -> RealWorldConfig:
-    """A preset (`demo`, `yume15` or a YAML path), then `settings` (a config file + flags) on top."""
-    path = Path(preset) if preset.endswith((".yaml", ".yml")) else PRESETS / f"{preset}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in PRESETS.glob("*.yaml"))
-        raise ConfigError(f"unknown real-world preset {preset!r}; known: {known} or a YAML file")
-    return from_dict(RealWorldConfig, merge(load_yaml(path), dict(settings or {})), "real-world")
+    """A preset, then `settings` (a config file + flags) on top."""
+    return from_dict(RealWorldConfig, merge(load_real_world_preset(preset), dict(settings or {})), "real-world")
 
 
 @flow(name="real-world")
 def real_world_flow(csv: str, videos: str, trajectories: str, output: str, config: dict | None = None,
-                    shards_dir: str | None = None, preset: str | None = None) -> dict:
+                    shards_dir: str | None = None, preset: str | None = None, set_name: str = "real_world",
+                    tasks: list[str] | None = None, root: str | None = None) -> dict:
     """`preset` then `config` on top (as `yume-data real-world --preset P --config FILE`), so a deployment's
     `config` changes the settings it names and keeps the preset's others. Without a preset `config` goes on top of
     the defaults (`run_flow` passes a complete one)."""
     cfg = real_world_config(preset, config) if preset else from_dict(RealWorldConfig, config)
-    return run_real_world(csv, videos, trajectories, output, cfg, shards_dir)
+    return run_real_world(csv, videos, trajectories, output, cfg, shards_dir, set_name, tasks, root)
 
 
 def run_flow(csv: str, videos: str, trajectories: str, output: str, config: RealWorldConfig,
-             shards_dir: str | None = None) -> dict:
+             shards_dir: str | None = None, set_name: str = "real_world", tasks: list[str] | None = None,
+             root: str | None = None) -> dict:
     """The flow, after the checks that need no Prefect run: a bad file or output folder stops here."""
     check_sekai_csv(csv)
     check_writable(output)
@@ -207,4 +215,5 @@ def run_flow(csv: str, videos: str, trajectories: str, output: str, config: Real
         from pipelines.captioning import check_caption_inputs
 
         check_caption_inputs(None, output, config.caption)
-    return real_world_flow(csv, videos, trajectories, output, to_dict(config), shards_dir)
+    return real_world_flow(csv, videos, trajectories, output, to_dict(config), shards_dir, set_name=set_name,
+                           tasks=list(tasks) if tasks else None, root=root)

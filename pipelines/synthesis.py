@@ -68,11 +68,16 @@ class SynthFlowConfig:
     projection_count: int = PAPER_SYNTHETIC_VIDEOS  # videos the end report projects GPU-hours for
 
 
+def synth_preset_settings(name: str) -> dict:
+    """A generation preset as flow settings: its `SynthConfig` under `synth`, which records the preset's name."""
+    return {"synth": {**load_preset(name), "preset": Path(name).stem}}
+
+
 def synth_flow_config(preset: str | None = None, settings: Mapping[str, Any] | None = None) -> SynthFlowConfig:
     """Generation preset (default wan21-t2v-720p) under `synth`, then `settings` (YAML + flags) on top."""
     settings = dict(settings or {})
     name = preset or (settings.get("synth") or {}).get("preset") or "wan21-t2v-720p"
-    data = merge({"synth": load_preset(name)}, settings)
+    data = merge(synth_preset_settings(name), settings)
     data["synth"]["preset"] = Path(name).stem
     return from_dict(SynthFlowConfig, data)
 

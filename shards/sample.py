@@ -76,10 +76,27 @@ class SampleSpec:
     build: Callable[..., dict]
     covers: Callable[[str], bool]
     settings: Mapping[str, Any] = field(default_factory=dict)
+    # Source paths under `root` (a build's output folder) are recorded relative to it, so the same inputs built
+    # into another folder, or on another machine, give the same bytes. Where the folder lies is not part of what a
+    # sample is made of, so it stays out of the fingerprint.
+    root: str | None = None
 
     def fingerprint_settings(self) -> dict:
         return {"schema_version": SCHEMA_VERSION, "set": self.set_name, "tasks": list(self.tasks),
                 **dict(self.settings)}
+
+    def source(self, path: str | None) -> str | None:
+        """`path` as provenance records it: relative to `root` when it lies under it, else as given."""
+        return recorded_path(path, self.root)
+
+
+def recorded_path(path: str | None, root: str | Path | None) -> str | None:
+    """A local `path` under `root` as a normalised relative POSIX path; anything else (a URL, a path elsewhere,
+    no root) as it is."""
+    if not path or root is None or "://" in path:
+        return path
+    rel = os.path.relpath(os.path.normpath(os.path.abspath(path)), os.path.abspath(root))
+    return path if rel == ".." or rel.startswith("../") else Path(rel).as_posix()
 
 
 def now_iso() -> str:
@@ -295,7 +312,8 @@ def sample_json(
         "metrics": {k: _finite(row.get(k)) for k in METRIC_FIELDS},
         "meta": {k: row.get(k) for k in META_FIELDS},
         "provenance": {
-            "sources": {"video": row.get("video_path"), "camera": row.get("camera_path"), "image": None,
+            "sources": {"video": ctx.spec.source(row.get("video_path")),
+                        "camera": ctx.spec.source(row.get("camera_path")), "image": None,
                         "csv_row": row.get("csv_row")},
             "pipeline_version": ctx.version,
             "created": ctx.created,
@@ -352,10 +370,11 @@ def _real_world_column(name: str) -> bool:
     return name in SAMPLE_COLUMNS or name.startswith(CAPTION_PREFIXES)
 
 
-def real_world_spec(tasks=None) -> SampleSpec:
-    """Real-world clips: the manifest of the real-world flow; `tasks` defaults to Yume-1.5's (T2V and I2V)."""
-    tasks = check_tasks(tasks or DEFAULT_TASKS["real_world"], "real_world.tasks")
-    return SampleSpec("real_world", tasks, make_sample, _real_world_column)
+def real_world_spec(tasks=None, set_name: str = "real_world", root: str | None = None) -> SampleSpec:
+    """Real-world clips: the manifest of the real-world flow, as set `set_name`; `tasks` defaults to Yume-1.5's
+    (T2V and I2V); `root`: see `SampleSpec.root`."""
+    tasks = check_tasks(tasks or DEFAULT_TASKS["real_world"], f"{set_name}.tasks")
+    return SampleSpec(set_name, tasks, make_sample, _real_world_column, root=root)
 
 
 def build_sample(row: Mapping[str, Any], config: ShardConfig | None = None, provenance: Mapping | None = None) -> dict:

@@ -44,14 +44,14 @@ from shards.writer import INDEX_FILE, write_shards
 from yume_core import remote
 from yume_core.errors import InputError, RowError
 from yume_core.manifest import FAILED, OK, put_column
-from yume_core.samples import DEFAULT_TASKS, SETS, check_tasks, empty_actions, task_fields
+from yume_core.samples import DEFAULT_TASKS, KINDS, check_set_name, check_tasks, empty_actions, task_fields
 
 KEY_COLUMN = "prompt_id"
 SCORE_PREFIX, SYNTH_PREFIX = "vbench_", "synth_"
 # synth_* columns that are settings of the generation (the others are measurements of one run)
 GENERATION = ("model", "pipeline", "preset", "seed", "width", "height", "frames", "fps", "steps", "guidance",
               "guidance_2", "flow_shift", "scheduler", "negative_prompt", "dtype", "cache", "offload")
-_COLUMNS = {"clip_id", "source", KEY_COLUMN, "caption", "video_path", "video_bytes", "video_fps", "video_frames",
+_COLUMNS = {"clip_id", "csv_row", "source", KEY_COLUMN, "caption", "video_path", "video_bytes", "video_fps", "video_frames",
             "width", "height", "quality_score", "quality_rank", "category", "image_path", "image_bytes", "review",
             "review_note"}
 SCREENING_POLICIES = ("decisions", "accept_all")
@@ -61,19 +61,25 @@ def _covers(name: str) -> bool:
     return name in _COLUMNS or name.startswith((SCORE_PREFIX, SYNTH_PREFIX))
 
 
-def set_spec(set_name: str, tasks=None, screening: str | None = None) -> SampleSpec:
-    """How `set_name`'s rows become samples. `tasks`: None for Yume-1.5's default of that set. `screening`: the
-    event set's screening policy as the caller ran it (`decisions`, `accept_all`), recorded in every sample."""
-    if set_name not in SETS:
-        raise ValueError(f"unknown set {set_name!r}; sets are {list(SETS)}")
-    if set_name == "real_world":
-        return real_world_spec(tasks)
-    tasks = check_tasks(tasks or DEFAULT_TASKS[set_name], f"{set_name}.tasks")
-    if set_name == "synthetic":
-        return SampleSpec("synthetic", tasks, _synthetic_sample, _covers)
+def set_spec(kind: str, tasks=None, screening: str | None = None, name: str | None = None,
+             root: str | None = None) -> SampleSpec:
+    """How rows of a set of `kind` (real_world, synthetic, event: which manifest they come from and which fields
+    their samples carry) become samples of the set `name` (default: the kind's own name). `tasks`: None for
+    Yume-1.5's default of that kind. `screening`: the event set's screening policy as the caller ran it
+    (`decisions`, `accept_all`), recorded in every sample. `root`: see `SampleSpec.root`."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind of set {kind!r}; kinds are {list(KINDS)}")
+    name = check_set_name(name or kind)
+    if kind == "real_world":
+        return real_world_spec(tasks, name, root)
+    tasks = check_tasks(tasks or DEFAULT_TASKS[kind], f"{name}.tasks")
+    if kind == "synthetic":
+        return SampleSpec(name, tasks, _synthetic_sample, _covers, root=root)
+    if kind == "footage":
+        return SampleSpec(name, tasks, _footage_sample, _covers, root=root)
     if screening is not None and screening not in SCREENING_POLICIES:
         raise ValueError(f"screening policy {screening!r} is none of {list(SCREENING_POLICIES)}")
-    return SampleSpec("event", tasks, _event_sample, _covers, {"screening": screening})
+    return SampleSpec(name, tasks, _event_sample, _covers, {"screening": screening}, root=root)
 
 
 # ------------------------------------------------------------------------------------------------ rows
@@ -95,25 +101,27 @@ def _sizes(paths: list) -> list:
     return out
 
 
-def set_rows(manifest: pa.Table, set_name: str, base_dir: str | Path | None = None,
+def set_rows(manifest: pa.Table, kind: str, base_dir: str | Path | None = None,
              where: str = "the manifest") -> pa.Table:
-    """The manifest as rows the shard writer takes: `clip_id` (= prompt_id), `source` (the set, unless given),
-    paths resolved against `base_dir` and, for the event set, `image_bytes` (for the shard plan)."""
-    if set_name == "real_world":
+    """The manifest as rows the shard writer takes: `clip_id` (= prompt_id), `source` (the kind, unless given),
+    paths resolved against `base_dir` and, for event rows, `image_bytes` (for the shard plan)."""
+    if kind == "real_world":
         return manifest
-    need = {KEY_COLUMN, "caption", "video_path", "status"} | ({"image_path"} if set_name == "event" else set())
+    if kind == "footage":  # the videos recipe's manifest: clip_id, caption, probed video_* columns
+        return manifest
+    need = {KEY_COLUMN, "caption", "video_path", "status"} | ({"image_path"} if kind == "event" else set())
     missing = sorted(need - set(manifest.column_names))
     if missing:
-        what = "filtered manifest (`yume-data filter`)" if set_name == "synthetic" else \
+        what = "filtered manifest (`yume-data filter`)" if kind == "synthetic" else \
             "screened manifest (`yume-data review apply`)"
-        raise InputError(where, f"has no column(s) {', '.join(missing)}", f"the {set_name} set is made from the {what}")
+        raise InputError(where, f"has no column(s) {', '.join(missing)}", f"the {kind} set is made from the {what}")
     base = Path(base_dir) if base_dir is not None else None
     t = put_column(manifest, pa.field("clip_id", pa.string()), manifest[KEY_COLUMN].cast(pa.string()))
     if "source" not in t.column_names:
-        t = t.append_column(pa.field("source", pa.string()), pa.array([set_name] * t.num_rows, pa.string()))
+        t = t.append_column(pa.field("source", pa.string()), pa.array([kind] * t.num_rows, pa.string()))
     t = put_column(t, pa.field("video_path", pa.string()),
                    pa.array(_resolve(t["video_path"].to_pylist(), base), pa.string()))
-    if set_name == "event":
+    if kind == "event":
         images = _resolve(t["image_path"].to_pylist(), base)
         t = put_column(t, pa.field("image_path", pa.string()), pa.array(images, pa.string()))
         ok = set(ok_positions(t).tolist())
@@ -141,8 +149,9 @@ def _generation(row: Mapping[str, Any]) -> dict:
     return {name: _finite(row.get(SYNTH_PREFIX + name)) for name in GENERATION}
 
 
-def _provenance(row: Mapping[str, Any], ctx: SampleContext, image: str | None) -> dict:
-    return {"sources": {"video": row.get("video_path"), "camera": None, "image": image, "csv_row": None},
+def _provenance(row: Mapping[str, Any], ctx: SampleContext, image: str | None, csv_row: int | None = None) -> dict:
+    return {"sources": {"video": ctx.spec.source(row.get("video_path")), "camera": None,
+                        "image": ctx.spec.source(image), "csv_row": csv_row},
             "pipeline_version": ctx.version, "created": ctx.created, "shards": ctx.shard_settings,
             "config": ctx.provenance}
 
@@ -153,17 +162,17 @@ def _finish(sample: dict, record: dict) -> dict:
     return sample
 
 
-def _generated_record(set_name: str, row: Mapping[str, Any], ctx: SampleContext, key: str, video: dict | None,
+def _generated_record(kind: str, row: Mapping[str, Any], ctx: SampleContext, key: str, video: dict | None,
                       details: dict, image: str | None) -> dict:
-    """The json of a generated video (synthetic or event): one text for every task, no action labels, the set's
-    own `details` under its name."""
+    """The json of a generated video (synthetic or event): one text for every task, no action labels, the
+    `details` of its kind under the kind's name."""
     text = row.get("caption")
     return {
-        **task_fields(set_name, key, {"t2v": text, "i2v": text}, ctx.spec.tasks),
+        **task_fields(ctx.spec.set_name, key, {"t2v": text, "i2v": text}, ctx.spec.tasks),
         "prompt_id": row.get(KEY_COLUMN),
         **_video_fields(row, video),
         "actions": empty_actions(),
-        set_name: details,
+        kind: details,
         "provenance": _provenance(row, ctx, image),
     }
 
@@ -178,6 +187,21 @@ def _synthetic_sample(row: Mapping[str, Any], ctx: SampleContext, key: str, mp4=
         "generation": _generation(row),
     }
     return _finish({"__key__": key, "mp4": mp4}, _generated_record("synthetic", row, ctx, key, video, details, None))
+
+
+def _footage_sample(row: Mapping[str, Any], ctx: SampleContext, key: str, mp4=None) -> dict:
+    """A lab's own clip with its caption: T2V on the caption, no action labels."""
+    mp4, video = video_member(row, ctx.config, mp4)
+    text = row.get("caption")
+    record = {
+        **task_fields(ctx.spec.set_name, key, {"t2v": text, "i2v": text}, ctx.spec.tasks),
+        "clip_id": row.get("clip_id"),
+        **_video_fields(row, video),
+        "actions": empty_actions(),
+        "footage": {"caption": text, "video": ctx.spec.source(row.get("video_path"))},
+        "provenance": _provenance(row, ctx, None, row.get("csv_row")),
+    }
+    return _finish({"__key__": key, "mp4": mp4}, record)
 
 
 def start_image_jpeg(path: str | None, prompt_id=None) -> bytes:
@@ -227,18 +251,19 @@ def _event_sample(row: Mapping[str, Any], ctx: SampleContext, key: str, mp4=None
 def write_set_shards(manifest: pa.Table | str | Path, out_dir: str | Path, set_name: str,
                      config: ShardConfig | None = None, provenance: Mapping | None = None, tasks=None,
                      base_dir: str | Path | None = None, screening: str | None = None,
-                     skip_existing: bool = True) -> pa.Table:
+                     skip_existing: bool = True, kind: str | None = None, root: str | None = None) -> pa.Table:
     """Write one set folder (shards, index, `.nv-meta/`) from its manifest; return the index.
 
     `manifest`: a table or a parquet path; relative video/image paths are resolved against `base_dir` (default:
-    the manifest file's folder). Resumable like `write_shards`: shards written from the same rows and settings are
-    kept."""
+    the manifest file's folder). `kind`: which manifest it is (real_world, synthetic, event; default `set_name`).
+    Resumable like `write_shards`: shards written from the same rows and settings are kept."""
+    kind = kind or set_name
     where = str(manifest) if isinstance(manifest, (str, Path)) else "the manifest"
     if isinstance(manifest, (str, Path)):
         base_dir = Path(manifest).parent if base_dir is None else base_dir
         manifest = pq.read_table(manifest)
-    spec = set_spec(set_name, tasks, screening)
-    rows = set_rows(manifest, set_name, base_dir, where)
+    spec = set_spec(kind, tasks, screening, set_name, root)
+    rows = set_rows(manifest, kind, base_dir, where)
     index = write_shards(rows, out_dir, config, provenance, skip_existing=skip_existing, spec=spec)
     prepare_energon(out_dir, set_name, index)
     return index

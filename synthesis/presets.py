@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from synthesis.generate import SynthConfig
-from yume_core.config import ConfigError, from_dict, load_named_yaml, merge
+from yume_core.config import from_dict, merge
+from yume_core.config import load_preset as load_preset_file
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 DEFAULT_PRESET = "wan21-t2v-720p"
@@ -25,8 +26,7 @@ def available_presets() -> list[str]:
 
 def load_preset(name_or_path: str) -> dict:
     """The preset's settings as a mapping (unknown keys are caught when a SynthConfig is built from it)."""
-    _, data = load_named_yaml(name_or_path, PRESETS_DIR, "synthesis preset", ConfigError, available_presets())
-    return data
+    return load_preset_file(PRESETS_DIR, name_or_path, "synthesis preset")
 
 
 def synth_config(preset: str | None = None, settings: Mapping[str, Any] | None = None) -> SynthConfig:

@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 
 # A small demo build (4 Sekai clips, 16 OpenVid captions, tiny models): made once per test session and shared by
 # the tests that read a finished build (sets, mixture, card, readers). Tests that change a build copy it first.
-SMALL_BUILD = {"inputs": {"clips": 4, "openvid_captions": 16}}
+SMALL_BUILD = {"generate": {"clips": 4, "openvid_captions": 16}}
 BUILD_TIME = "1767225600"  # 2026-01-01: every build of the suite has the same build time
 
 

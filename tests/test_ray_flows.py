@@ -184,7 +184,7 @@ def test_workers_asking_for_gpus_the_cluster_lacks_fail_at_once_in_one_line(comm
     assert time.monotonic() - started < 60
 
 
-SMALL = {"inputs": {"clips": 2, "frames": 60, "openvid_captions": 8}, "prompts": {"count": 3}}
+SMALL = {"generate": {"clips": 2, "frames": 60, "openvid_captions": 8}, "sets": {"synthetic": {"prompts": {"count": 3}}}}
 SET_FILES = [f"{name}/{pattern}" for name in ("real_world", "synthetic", "event")
              for pattern in ("shard-*.tar", "index.parquet", "_index/*.parquet")]
 BUILD_FILES = [*SET_FILES, "mixture.yaml", "work/*/manifest.parquet", "work/*/*/manifest.parquet",

@@ -102,3 +102,11 @@ def load_named_yaml(name_or_path: str | Path, folder: Path, what: str, error: ty
     if not isinstance(data, dict):
         raise error(f"{path}: expected a mapping at top level, found {type(data).__name__}")
     return path, data
+
+
+def load_preset(folder: Path, name_or_path: str | Path, what: str) -> dict:
+    """A preset's settings: a packaged `folder/<name>.yaml` or any YAML file. Every kind of preset (a build's, a
+    flow's, a stage's) is found this one way, and an unknown name lists the packaged ones."""
+    known = sorted(p.stem for p in folder.glob("*.yaml"))
+    _, data = load_named_yaml(name_or_path, folder, what, ConfigError, known)
+    return data

@@ -1,0 +1,101 @@
+"""What a recipe is: how one set of the mixture is made, declared in one module.
+
+A recipe names its sample kind, its inputs (a dataclass), its stage sections (each a stage's own typed config, given
+in the build config as the stage's preset plus overrides), its default tasks, the card's source and licence text,
+and the steps that make the set (`steps`, over the build's `Layout`). `pipelines.recipes` registers the recipes; a
+set in the build config names one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from yume_core import remote
+from yume_core.config import ConfigError, from_dict, merge
+from yume_core.errors import InputError
+
+
+@dataclass(frozen=True)
+class Section:
+    """A stage's settings in a set: `preset:` names the stage's preset (as the stage's own command takes it), the
+    other keys override it, and the result is the stage's typed config `cls`, built before any work starts."""
+
+    cls: type
+    preset: Callable[[str], dict] | None = None  # a preset's settings by name or path (None: the stage has none)
+    default_preset: str | None = None
+
+    def build(self, data: Mapping[str, Any] | None, where: str):
+        data = dict(data or {})
+        name = data.pop("preset", None) or self.default_preset
+        if name is not None and self.preset is None:
+            raise ConfigError(f"{where}.preset: this stage has no presets; give its settings")
+        base = self.preset(name) if name is not None else {}
+        return from_dict(self.cls, merge(base, data), where)
+
+    @property
+    def runs_tasks(self) -> bool:
+        """Its stage runs tasks on a runner (threads, processes, Ray): the build's runner options reach it."""
+        return any(f.name == "runner" for f in dataclasses.fields(self.cls))
+
+
+@dataclass(frozen=True)
+class BuildSet:
+    """One set of a build, its settings checked and typed."""
+
+    name: str
+    recipe: Recipe
+    inputs: Any  # the recipe's inputs dataclass
+    sections: Mapping[str, Any]  # section name -> the stage's typed config
+    tasks: tuple[str, ...]
+    weight: float
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What the steps of every set share: where things go, and the demo's generated inputs (if any)."""
+
+    layout: Any  # pipelines.build_layout.Layout
+    generated: Mapping[str, str] = field(default_factory=dict)  # sekai_csv, videos, trajectories, openvid_csv
+
+
+class Recipe:
+    """Subclass per recipe; class attributes declare it, `steps` makes the set."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]  # the samples' kind (`yume_core.samples.KINDS`)
+    inputs: ClassVar[type]
+    sections: ClassVar[Mapping[str, Section]] = {}
+    tasks: ClassVar[tuple[str, ...]]
+    card: ClassVar[Mapping[str, str]]  # source, url, licence, made: the card's words on where the data comes from
+    waits_for_people: ClassVar[bool] = False  # a step may pause the build for a person (screening)
+
+    def check_inputs(self, s: BuildSet, ctx: BuildContext) -> None:
+        """Fail before any work on inputs that cannot be read (the default: every path given exists)."""
+        for f in dataclasses.fields(s.inputs):
+            value = getattr(s.inputs, f.name)
+            if isinstance(value, str) and f.name != "generate":
+                if not (remote.exists(value) if remote.is_url(value) else Path(value).exists()):
+                    raise InputError(value, f"sets.{s.name}.inputs.{f.name} does not exist",
+                                     "fix the path in the build config")
+
+    def resolved_inputs(self, s: BuildSet, ctx: BuildContext) -> Any:
+        """`s.inputs` with the demo's generated inputs filled in where the set asks for them."""
+        return s.inputs
+
+    def steps(self, s: BuildSet, ctx: BuildContext) -> list:
+        raise NotImplementedError
+
+    def record(self, s: BuildSet, ctx: BuildContext) -> dict:
+        """What the build record and the card keep of the set beside its path, tasks and weight."""
+        return {}
+
+
+def require(inputs: Any, set_name: str, *names: str) -> None:
+    missing = [n for n in names if not getattr(inputs, n)]
+    if missing:
+        raise ConfigError(f"sets.{set_name}.inputs: missing {', '.join(missing)} (or generate: true for the "
+                          "demo's generated inputs)")
