@@ -96,7 +96,7 @@ CASES = {
                     "cannot read config"),
     "config key": ("config.yaml", "synth: {stpes: 3}\n",
                    ["synthesize", "--prompts", "{m}", "--output", "{d}/s", "--preset", "tiny", "--config", "{f}"],
-                   "unknown setting(s) ['stpes']"),
+                   "unknown setting(s) synth.stpes"),
     "prompt file": ("prompt.yaml", "version: x\n",
                     ["caption", "--manifest", "{m}", "--output", "{d}/c", "--prompt", "{f}"], "'system'"),
     "clip manifest": ("videos.parquet", None, ["caption", "--manifest", "{f}", "--output", "{d}/c"], "clip_id"),

@@ -28,7 +28,8 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> 
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"unknown setting(s) {unknown} in {where or cls.__name__}; known: {sorted(fields)}")
+        paths = ", ".join(f"{where}.{k}" if where else k for k in unknown)
+        raise ConfigError(f"unknown setting(s) {paths}; {where or cls.__name__} takes {', '.join(sorted(fields))}")
     kwargs = {}
     for name, value in data.items():
         kind = _dataclass_in(hints[name])
