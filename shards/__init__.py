@@ -16,10 +16,10 @@ from shards.keys import KeyCollisionError, sample_keys, sanitize_key
 from shards.plan import TAR_TRAILER_BYTES, estimate_sample_bytes, group_rows, plan_columns, plan_shards, shard_name
 from shards.sample import REQUIRED_JSON_FIELDS, build_sample, load_poses, member_records
 from shards.sets import set_spec, set_stats, shard_statuses, start_image_jpeg, write_set_shards
+from shards.tario import INDEX_SCHEMA
 from shards.verify import VerifyReport, format_report, verify_shards
 from shards.writer import (
     INDEX_FILE,
-    INDEX_SCHEMA,
     index_part_path,
     marker_path,
     merge_index,
@@ -27,7 +27,6 @@ from shards.writer import (
     remove_stale_shards,
     remove_temp_files,
     shard_done,
-    write_shard,
     write_shard_part,
     write_shards,
 )
@@ -71,7 +70,6 @@ __all__ = [
     "shard_name",
     "start_image_jpeg",
     "verify_shards",
-    "write_shard",
     "write_shard_part",
     "write_set_shards",
     "write_shards",
