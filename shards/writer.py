@@ -31,7 +31,7 @@ from shards.keys import sample_keys
 from shards.plan import ok_positions, plan_shards, shard_name
 from shards.sample import SampleContext, SampleSpec, now_iso
 from shards.tario import INDEX_SCHEMA, write_tar
-from yume_core.manifest import OK
+from yume_core.manifest import OK, mark_each, put_column
 from yume_core.remote import drop_uploaded, ensure_local
 from yume_core.storage import TMP_MARK, atomic_path, atomic_write_text
 
@@ -188,6 +188,20 @@ def merge_index(out_dir: str | Path, shards: int | Sequence[str] | None = None,
     with atomic_path(out_dir / INDEX_FILE) as tmp:
         pq.write_table(index, tmp)
     return index
+
+
+def attach_shards(manifest: pa.Table, index: pa.Table, key_column: str = "clip_id") -> pa.Table:
+    """Record each ok row's shard in the manifest (its `shard` column); a row whose sample could not be written
+    fails with the reason from the index, so every row of the manifest ends ok, dropped or failed.
+
+    `key_column`: the manifest column the index's `clip_id` was made from (a set manifest's `prompt_id`)."""
+    by_clip = {r["clip_id"]: r for r in index.select(["clip_id", "shard", "status", "reason", "error"]).to_pylist()}
+    keys = manifest[key_column].cast(pa.string()).to_pylist()
+    rows = [by_clip.get(c) if s == OK else None for c, s in zip(keys, manifest["status"].to_pylist())]
+    shard = pa.array([r and r["shard"] for r in rows], pa.string())
+    manifest = put_column(manifest, pa.field("shard", pa.string()), shard)
+    failed = [r if r and r["status"] != OK else None for r in rows]
+    return mark_each(manifest, [r and r["reason"] for r in failed], [r and r["error"] for r in failed])
 
 
 def write_shards(table: pa.Table, out_dir: str | Path, config: ShardConfig | None = None,
