@@ -38,7 +38,7 @@ from pipelines.reporting import report
 from pipelines.runners import Runner, RunnerConfig, task_paths, task_runner
 from yume_core import __version__
 from yume_core.config import from_dict, load_preset, merge, to_dict
-from yume_core.manifest import CLIP_SCHEMA, OK, conform, mark_each
+from yume_core.manifest import CLIP_SCHEMA, conform
 from yume_core.remote import finish_output, is_url, open_output
 from yume_core.sekai import check_frame_counts, check_sekai_csv, probe_clips, read_sekai_csv
 from yume_core.storage import check_writable
@@ -114,8 +114,8 @@ ATTACH_COLUMNS = ["clip_id", "shard", "status", "reason", "error"]
 
 def attached_parts(manifest: Parts, groups: list[np.ndarray], shards_dir: Path,
                    config: shards.ShardConfig) -> Iterator[pa.Table]:
-    """The manifest's rows a part at a time with their shards attached (`attach_shards`), each against the index
-    parts of just the shards that hold its rows."""
+    """The manifest's rows a part at a time with their shards attached (`shards.attach_shards`), each against the
+    index parts of just the shards that hold its rows."""
     firsts = np.array([g[0] for g in groups], dtype=np.int64)
     lasts = np.array([g[-1] for g in groups], dtype=np.int64)
     for i in range(len(manifest.paths)):
@@ -124,17 +124,7 @@ def attached_parts(manifest: Parts, groups: list[np.ndarray], shards_dir: Path,
         index = [pq.read_table(shards.index_part_path(shards_dir, int(s), config), columns=ATTACH_COLUMNS)
                  for s in mine]
         index = pa.concat_tables(index) if index else pa.table({c: pa.array([], pa.string()) for c in ATTACH_COLUMNS})
-        yield attach_shards(manifest.read(i), index)
-
-
-def attach_shards(manifest: pa.Table, index: pa.Table) -> pa.Table:
-    """Record each clip's shard in the manifest; a clip whose sample could not be written fails with the reason."""
-    by_clip = {r["clip_id"]: r for r in index.select(["clip_id", "shard", "status", "reason", "error"]).to_pylist()}
-    rows = [by_clip.get(c) if s == OK else None for c, s in zip(manifest["clip_id"].to_pylist(), manifest["status"].to_pylist())]
-    idx = manifest.schema.get_field_index("shard")
-    manifest = manifest.set_column(idx, "shard", pa.array([r and r["shard"] for r in rows], pa.string()))
-    failed = [r if r and r["status"] != OK else None for r in rows]
-    return mark_each(manifest, [r and r["reason"] for r in failed], [r and r["error"] for r in failed])
+        yield shards.attach_shards(manifest.read(i), index)
 
 
 def run_real_world(csv: str, videos: str, trajectories: str, output: str, config: RealWorldConfig,

@@ -7,7 +7,8 @@
     write_set_shards("filtered/manifest.parquet", "out/synthetic", "synthetic")         # + .nv-meta/ (Energon)
 
 A flow writes shards in parallel with `plan_shards` + `write_shard_part` (one task per shard, skipped when
-`shard_done`) + `merge_index`. Formats are described in shards/README.md.
+`shard_done`) + `merge_index`, then `attach_shards` records each row's shard (or why it failed) in its manifest.
+Formats are described in shards/README.md.
 """
 
 from shards.config import ShardConfig
@@ -15,11 +16,12 @@ from shards.energon import prepare_energon
 from shards.keys import KeyCollisionError, sample_keys, sanitize_key
 from shards.plan import TAR_TRAILER_BYTES, estimate_sample_bytes, group_rows, plan_columns, plan_shards, shard_name
 from shards.sample import REQUIRED_JSON_FIELDS, build_sample, load_poses, member_records
-from shards.sets import set_spec, set_stats, shard_statuses, start_image_jpeg, write_set_shards
+from shards.sets import set_spec, set_stats, start_image_jpeg, write_set_shards
+from shards.tario import INDEX_SCHEMA
 from shards.verify import VerifyReport, format_report, verify_shards
 from shards.writer import (
     INDEX_FILE,
-    INDEX_SCHEMA,
+    attach_shards,
     index_part_path,
     marker_path,
     merge_index,
@@ -27,7 +29,6 @@ from shards.writer import (
     remove_stale_shards,
     remove_temp_files,
     shard_done,
-    write_shard,
     write_shard_part,
     write_shards,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "ShardConfig",
     "TAR_TRAILER_BYTES",
     "VerifyReport",
+    "attach_shards",
     "build_sample",
     "estimate_sample_bytes",
     "export_yume",
@@ -66,12 +68,10 @@ __all__ = [
     "segment_text",
     "set_spec",
     "set_stats",
-    "shard_statuses",
     "shard_done",
     "shard_name",
     "start_image_jpeg",
     "verify_shards",
-    "write_shard",
     "write_shard_part",
     "write_set_shards",
     "write_shards",

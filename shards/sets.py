@@ -10,7 +10,7 @@ A set folder is what a trainer (or Megatron-Energon) is handed: `shard-*.tar`, `
   review_note).
 
 Only ok rows reach a shard (below-cut and rejected videos were dropped upstream); a row whose video or start image
-vanished since fails in the index with a reason, and `shard_statuses` folds the index back into the manifest so
+vanished since fails in the index with a reason, and `attach_shards` folds the index back into the manifest so
 every row ends ok / dropped / failed. Keys are the sanitised `prompt_id`s. Synthetic samples train T2V on their
 prompt; event samples train T2V and I2V on their event text (a `tasks` setting: the paper also describes the event
 set as T2V only). An event sample's start image is the member `<key>.jpg`: a JPEG source is stored as it is, any
@@ -43,7 +43,7 @@ from shards.sample import (
 from shards.writer import INDEX_FILE, write_shards
 from yume_core import remote
 from yume_core.errors import InputError, RowError
-from yume_core.manifest import FAILED, OK, put_column
+from yume_core.manifest import OK, put_column
 from yume_core.samples import DEFAULT_TASKS, KINDS, check_set_name, check_tasks, empty_actions, task_fields
 
 KEY_COLUMN = "prompt_id"
@@ -267,22 +267,6 @@ def write_set_shards(manifest: pa.Table | str | Path, out_dir: str | Path, set_n
     index = write_shards(rows, out_dir, config, provenance, skip_existing=skip_existing, spec=spec)
     prepare_energon(out_dir, set_name, index)
     return index
-
-
-def shard_statuses(manifest: pa.Table, index: pa.Table, key_column: str = KEY_COLUMN) -> pa.Table:
-    """The manifest with each row's `shard`, and rows whose sample could not be written failed with the reason
-    from the index (rows not ok before keep their verdict)."""
-    by_id = {r["clip_id"]: r for r in index.select(["clip_id", "shard", "status", "reason", "error"]).to_pylist()}
-    ids = manifest[key_column].cast(pa.string()).to_pylist()
-    hits = [by_id.get(i) for i in ids]
-    status, reason, error = (manifest[c].to_pylist() for c in ("status", "reason", "error"))
-    for j, hit in enumerate(hits):
-        if hit is not None and status[j] == OK and hit["status"] == FAILED:
-            status[j], reason[j], error[j] = FAILED, hit["reason"], hit["error"]
-    out = put_column(manifest, pa.field("shard", pa.string()), pa.array([h and h["shard"] for h in hits], pa.string()))
-    for name, values in (("status", status), ("reason", reason), ("error", error)):
-        out = put_column(out, pa.field(name, pa.string()), pa.array(values, pa.string()))
-    return out
 
 
 def set_stats(set_dir: str | Path) -> dict:

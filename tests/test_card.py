@@ -26,7 +26,10 @@ import yaml
 import quantize_actions
 import shards
 from filtering import review_counts
-from pipelines.card import collect, describe, merge_stats, render_html, render_readme, write_card
+from pipelines.card import describe, merge_stats, write_card
+from pipelines.card.collect import collect
+from pipelines.card.render_html import render_html
+from pipelines.card.render_markdown import render_readme
 from browser import Browser, serve
 
 pytestmark = pytest.mark.slow

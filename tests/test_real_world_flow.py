@@ -132,7 +132,7 @@ def test_runner_config_rejects_unknown_kinds():
 def test_a_clip_that_fails_while_its_shard_is_written_fails_in_the_manifest():
     import pyarrow as pa
 
-    from pipelines.real_world import attach_shards
+    from shards import attach_shards
     from yume_core.manifest import CLIP_SCHEMA, conform
 
     manifest = conform(

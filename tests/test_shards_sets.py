@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from shards import ShardConfig, set_stats, shard_statuses, verify_shards, write_set_shards
+from shards import ShardConfig, attach_shards, set_stats, verify_shards, write_set_shards
 from shards.energon import IDX_SUFFIX, META_DIR
 from yume_core.errors import InputError
 from yume_core.media import write_video
@@ -96,7 +96,7 @@ def test_a_vanished_start_image_fails_its_row_and_the_manifest_says_why(tmp_path
     (tmp_path / "s1.png").unlink()
     index = write_set_shards(manifest, tmp_path / "event", "event", base_dir=tmp_path)
     assert sorted(_samples(tmp_path / "event")) == ["p0"]
-    folded = shard_statuses(manifest, index).to_pylist()
+    folded = attach_shards(manifest, index, "prompt_id").to_pylist()
     assert [(r["status"], r["reason"]) for r in folded] == [("ok", None), ("failed", "image_missing"),
                                                            ("dropped", "below_top_k")]
     assert folded[0]["shard"] == "shard-000000.tar" and "s1.png" in folded[1]["error"]

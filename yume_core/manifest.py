@@ -79,10 +79,6 @@ CLIP_SCHEMA = pa.schema(
 )
 
 
-def empty_columns(schema: pa.Schema, n: int) -> dict[str, pa.Array]:
-    return {f.name: pa.nulls(n, f.type) for f in schema}
-
-
 def conform(table: pa.Table, schema: pa.Schema = CLIP_SCHEMA) -> pa.Table:
     """Order and type columns as the schema says; missing columns become nulls, extra ones are kept at the end.
 

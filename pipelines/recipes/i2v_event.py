@@ -80,7 +80,7 @@ class I2VEvent(Recipe):
 
         layout, inputs, cfg, name = ctx.layout, self.resolved_inputs(s, ctx), s.sections, s.name
         work = layout.work(name)
-        images, videos = work / "images", work / "videos"
+        images = work / "images"
         steps = []
         if inputs.events:
             events, source = inputs.events, {"files": (inputs.events,)}

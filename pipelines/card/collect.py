@@ -1,0 +1,269 @@
+"""The card dict (what card.json holds) of a finished build folder and its record, and the extras the renderings
+need besides it.
+
+Where the numbers come from, so that they agree with what a trainer reads:
+  - per set: `shards.set_stats` (index.parquet and tar sizes), then one pass over the set's tars (`scan_set`);
+  - per stage: each step's manifest, whose status column says what every row became (rules of the house: counts
+    in = counts out); a stage that extends an earlier manifest is credited only with the verdicts it added;
+  - the mixture: `mixture.yaml` and a seeded simulation of the sampler the trainer uses (realised shares).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipelines.card.features import features
+from pipelines.card.scan import Thumb, scan_set
+from pipelines.card.sets_and_steps import EVENT_TASKS_NOTE, EXTENDS, SHARD_STEPS, SOURCES, STEP_SETS
+from pipelines.card.stats import HIST_BINS, describe, distribution
+from yume_core.actions import KEY_LABELS, MOUSE_LABELS
+from yume_core.manifest import FAILED, OK
+from yume_core.samples import SCHEMA_VERSION, SETS, TASKS
+
+CARD_VERSION = 1
+MIX_STEPS = 10_000  # simulated trainer steps for the realised mixture shares
+
+
+@dataclass
+class Extras:
+    """What the renderings need besides the card dict: too big (frames) or too Hub-specific (features) for it."""
+
+    features: dict[str, list[dict]] = field(default_factory=dict)
+    thumbs: dict[str, list[Thumb]] = field(default_factory=dict)
+
+
+def collect(out: str | Path, record: dict) -> tuple[dict, Extras]:
+    """The card dict (what card.json holds) and the extras of a finished build folder and its record."""
+    out = Path(out)
+    extras = Extras()
+    sets = {}
+    for name in SETS:
+        if name in record.get("sets", {}):
+            sets[name] = _set_figures(out, name, record["sets"][name], extras)
+    card = {
+        "card_version": CARD_VERSION,
+        "sample_schema_version": SCHEMA_VERSION,
+        "title": f"Yume-1.5-style world-model training data ({record.get('preset') or 'custom'} build)",
+        "build": {"build_time": record.get("build_time"), "build_time_set": record.get("build_time_set"),
+                  "preset": record.get("preset"), "mixture": record.get("mixture")},
+        "sets": sets,
+        "missing_sets": [n for n in SETS if n not in sets],
+        "event_tasks": _event_tasks(record),
+        "funnel": funnel(out, record),
+        "quality": _quality(out, record),
+        "screening": _screening(out, record),
+        "mixture": _mixture(out, record),
+        "stages": _stages(record),
+        "sources": {n: SOURCES[n] for n in sets},
+        "settings": record.get("settings"),
+    }
+    card["warnings"] = _warnings(card)
+    return card, extras
+
+
+def _set_figures(out: Path, name: str, info: dict, extras: Extras) -> dict:
+    import shards  # here, as in pipelines.build: it imports webdataset and torch, which a build has loaded anyway
+
+    set_dir = out / info.get("path", name)
+    stats = shards.set_stats(set_dir) if (set_dir / "index.parquet").is_file() else \
+        {"samples": 0, "failed": 0, "shards": 0, "bytes": 0, "hours": 0.0, "tasks": {}}
+    scan = scan_set(set_dir)
+    extras.features[name] = features(scan)
+    extras.thumbs[name] = scan.thumbs
+    trained = [t for t in TASKS if t in info.get("tasks", [])]
+    return {
+        "path": info.get("path", name),
+        "data_files": f"{info.get('path', name)}/*.tar",
+        "tasks": trained,
+        "weight": info.get("weight"),
+        "samples": stats["samples"],
+        "failed": stats["failed"],
+        "shards": stats["shards"],
+        "bytes": stats["bytes"],
+        "hours": stats["hours"],
+        "samples_per_task": stats["tasks"],
+        "clip_seconds": distribution(scan.seconds),
+        "frames": describe(scan.frames),
+        "fps": describe(scan.fps),
+        "resolution": dict(sorted(scan.resolution.items())),
+        "actions": _actions(scan.pairs),
+        "caption_words": {t: distribution(scan.words[t]) for t in trained},
+        "models": {kind: dict(sorted(c.items())) for kind, c in scan.models.items() if c},
+        "frames_shown": [t.key for t in scan.thumbs],
+    }
+
+
+def _actions(pairs: np.ndarray) -> dict | None:
+    """The keys x mouse grid of labelled frame steps (None: the set has no action labels)."""
+    if not pairs.sum():
+        return None
+    return {"steps": int(pairs.sum()), "keys": list(KEY_LABELS), "mouse": list(MOUSE_LABELS),
+            "pairs": pairs.tolist()}
+
+
+def _event_tasks(record: dict) -> dict | None:
+    event = record.get("sets", {}).get("event")
+    if event is None:
+        return None
+    return {"tasks": [t for t in TASKS if t in event.get("tasks", [])], "setting": "mixture.event_tasks",
+            "note": EVENT_TASKS_NOTE}
+
+
+# ------------------------------------------------------------------------------------------------- the funnel
+
+
+def _verdicts(path: Path) -> tuple[int, int, Counter]:
+    """Rows, ok rows and (status, reason) counts of the rows that are not ok."""
+    table = pq.read_table(path, columns=["status", "reason"])
+    status, reason = table["status"].to_pylist(), table["reason"].to_pylist()
+    bad = Counter((s, r or "(none)") for s, r in zip(status, reason) if s != OK)
+    return table.num_rows, status.count(OK), bad
+
+
+def _stage_manifest(out: Path, step: dict) -> Path | None:
+    """The manifest with the step's per-row verdicts: as recorded, or beside its summary."""
+    if step.get("manifest"):
+        return out / step["manifest"]
+    if step.get("summary"):
+        return (out / step["summary"]).with_name("manifest.parquet")
+    return None
+
+
+def funnel(out: str | Path, record: dict) -> list[dict]:
+    """In / ok / dropped / failed (by reason) of every step that decides about rows, in build order.
+
+    `in` is what reached the step: a manifest's rows, the ok rows of the manifest a step extends (`EXTENDS`) or
+    shards (`SHARD_STEPS`); every stage satisfies in == ok + dropped + failed unless a row went missing."""
+    out = Path(out)
+    manifests, stages = {}, []
+    for step in record.get("steps", []):
+        name = step["name"]
+        if name in SHARD_STEPS:
+            set_name, source = SHARD_STEPS[name]
+            path = out / record["sets"].get(set_name, {}).get("path", set_name) / "index.parquet"
+            before = manifests.get(source)
+        else:
+            path, before = _stage_manifest(out, step), manifests.get(EXTENDS.get(name))
+        if path is None or not path.is_file():
+            continue
+        manifests[name] = path
+        rows, ok, bad = _verdicts(path)
+        if before is not None:  # what reached this step: the rows that were ok before it
+            _, rows, earlier = _verdicts(before)
+            if name in EXTENDS:
+                bad -= earlier
+        stages.append(_stage_row(name, rows, ok, bad))
+    return stages
+
+
+def _stage_row(name: str, rows: int, ok: int, bad: Counter) -> dict:
+    reasons = sorted(bad.items(), key=lambda kv: (kv[0][0], -kv[1], kv[0][1]))
+    return {"step": name, "set": STEP_SETS.get(name, "all"), "in": rows, "ok": ok,
+            "dropped": sum(c for (s, _), c in bad.items() if s != FAILED),
+            "failed": sum(c for (s, _), c in bad.items() if s == FAILED),
+            "by_reason": [{"status": s, "reason": r, "count": c} for (s, r), c in reasons]}
+
+
+# ------------------------------------------------------------------------------- quality, screening, mixture
+
+
+def _quality(out: Path, record: dict) -> dict | None:
+    """The synthetic set's VBench quality scores, the kept ones and the top-N cut (None: no synthetic set)."""
+    from filtering.topk import QUALITY, RANK
+
+    info = record.get("sets", {}).get("synthetic")
+    if info is None or not info.get("filter_manifest") or not (out / info["filter_manifest"]).is_file():
+        return None
+    table = pq.read_table(out / info["filter_manifest"])
+    summary = _read_json(out / info["summary"]).get("filtering", {}) if info.get("summary") else {}
+    ranked = table.filter(pc.is_valid(table[RANK])) if {QUALITY, RANK} <= set(table.column_names) else None
+    if ranked is None or not ranked.num_rows:
+        return {"backend": summary.get("backend"), "scored": 0, "kept": 0, "limit": summary.get("limit"),
+                "cut_score": None, "scores": describe([]), "kept_scores": describe([]), "histogram": None,
+                "dimensions": {}}
+    scores = ranked[QUALITY].to_numpy(zero_copy_only=False).astype(np.float64)
+    kept = pc.equal(ranked["status"], OK).to_numpy(zero_copy_only=False)
+    counts, edges = np.histogram(scores, bins=HIST_BINS)
+    dims = [c for c in table.column_names if c.startswith("vbench_")]
+    return {
+        "backend": summary.get("backend"),
+        "scored": int(scores.size),
+        "kept": int(kept.sum()),
+        "limit": summary.get("limit"),
+        "cut_score": float(scores[kept].min()) if kept.any() else None,
+        "scores": describe(scores),
+        "kept_scores": describe(scores[kept]),
+        "histogram": {"edges": edges.tolist(), "scored": counts.tolist(),
+                      "kept": np.histogram(scores[kept], bins=edges)[0].tolist()},
+        "dimensions": {c.removeprefix("vbench_"): describe(ranked[c].to_numpy(zero_copy_only=False)) for c in dims},
+    }
+
+
+def _screening(out: Path, record: dict) -> dict | None:
+    """Kept / rejected / not reviewed of the event set, and whether a person looked at all (the policy)."""
+    from filtering import review_counts
+
+    info = record.get("sets", {}).get("event")
+    if info is None or not info.get("screened_manifest") or not (out / info["screened_manifest"]).is_file():
+        return None
+    policy = (info.get("screening") or {}).get("policy")
+    counts = review_counts(pq.read_table(out / info["screened_manifest"]))
+    by_person = policy == "decisions"  # any other policy keeps videos nobody looked at
+    return {"policy": policy, "screened_by_a_person": by_person,
+            "accept_rate": counts["keep_rate"] if by_person else None, **counts}
+
+
+def _mixture(out: Path, record: dict) -> dict | None:
+    """Requested weight shares against those a seeded simulation of the trainer's sampler draws."""
+    from yume_core.mixture import MixtureSampler, read_mixture
+
+    if not record.get("mixture") or not (out / record["mixture"]).is_file():
+        return None
+    sources = read_mixture(out / record["mixture"])
+    schedule = tuple(t for t in TASKS if any(t in s.tasks and s.weight > 0 for s in sources))
+    sim = MixtureSampler(sources, schedule=schedule).simulate(MIX_STEPS)
+    return {"file": record["mixture"], "schedule": list(schedule), "simulated_steps": MIX_STEPS,
+            "requested": sim["requested"], "realized": sim["realized"], "tasks": sim["tasks"],
+            "sets_by_task": sim["sets_by_task"],
+            "note": "the trainer alternates the tasks of the schedule and draws each sample from the sets that "
+                    "train the step's task, so a set that trains fewer tasks gets less than its weight share"}
+
+
+def _stages(record: dict) -> dict:
+    # Not the step's status: done now or skipped as done before is how this run went, not what the data is, and a
+    # rerun that skips every step then writes the same card.
+    steps = [{"name": s["name"], "seconds": s.get("seconds", 0.0), "device": s.get("device"),
+              "gpu_hours": s.get("gpu_hours")} for s in record.get("steps", [])]
+    gpu = [s["gpu_hours"] for s in steps if s["gpu_hours"] is not None]
+    return {"steps": steps, "seconds": round(sum(s["seconds"] for s in steps), 2),
+            "gpu_hours": round(sum(gpu), 4) if gpu else None,
+            "note": "seconds of the run that did each step's work (a rerun that skips a step keeps its time)"}
+
+
+def _warnings(card: dict) -> list[str]:
+    """What a reader must not miss, first on every rendering."""
+    notes = []
+    screening = card["screening"]
+    if screening and not screening["screened_by_a_person"]:
+        notes.append(f"The event set was NOT screened by a person (screening policy {screening['policy']}): "
+                     f"{screening['ok']} of {screening['rows']} generated videos went into it unseen.")
+    notes += [f"No {n} set in this build." for n in card["missing_sets"]]
+    notes += [f"The {n} set has no samples." for n, s in card["sets"].items() if not s["samples"]]
+    quality = card["quality"]
+    if quality is not None and not quality["scored"]:
+        notes.append("The synthetic set has no VBench quality scores: nothing was ranked.")
+    return notes
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
