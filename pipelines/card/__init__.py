@@ -8,11 +8,11 @@ One dict is built from what the build left on disk (`collect`), and the three fi
 
 The modules, in the order the data flows:
 
-    sets_and_steps   the card's own tables of the build's steps and sets (sources and licences too)
     stats            distributions as mergeable moments (`describe`, `merge_stats`)
     scan             one pass over a set's tars: sample jsons, member types, a few first frames
     features         the set's Hugging Face `dataset_info` features, from its scan
-    collect          the card dict: sets, funnel, quality, screening, mixture, stages, warnings
+    collect          the card dict: a section per set (recipe, source, figures, quality cut or screening), the
+                     funnel of the declared steps, mixture, stages, warnings
     sentences        what both renderings say in the same words
     render_markdown  README.md (front matter and text)
     figures          the PNG plots of card.html

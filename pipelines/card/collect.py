@@ -21,13 +21,12 @@ import pyarrow.parquet as pq
 
 from pipelines.card.features import features
 from pipelines.card.scan import Thumb, scan_set
-from pipelines.card.sets_and_steps import EVENT_TASKS_NOTE, EXTENDS, SHARD_STEPS, SOURCES, STEP_SETS
 from pipelines.card.stats import HIST_BINS, describe, distribution
 from yume_core.actions import KEY_LABELS, MOUSE_LABELS
 from yume_core.manifest import FAILED, OK
-from yume_core.samples import SCHEMA_VERSION, SETS, TASKS
+from yume_core.samples import SCHEMA_VERSION, TASKS
 
-CARD_VERSION = 1
+CARD_VERSION = 2  # 2: a section per set of the build (its recipe, source, quality cut or screening)
 MIX_STEPS = 10_000  # simulated trainer steps for the realised mixture shares
 
 
@@ -43,10 +42,7 @@ def collect(out: str | Path, record: dict) -> tuple[dict, Extras]:
     """The card dict (what card.json holds) and the extras of a finished build folder and its record."""
     out = Path(out)
     extras = Extras()
-    sets = {}
-    for name in SETS:
-        if name in record.get("sets", {}):
-            sets[name] = _set_figures(out, name, record["sets"][name], extras)
+    sets = {name: _set_section(out, name, info, extras) for name, info in record.get("sets", {}).items()}
     card = {
         "card_version": CARD_VERSION,
         "sample_schema_version": SCHEMA_VERSION,
@@ -54,18 +50,32 @@ def collect(out: str | Path, record: dict) -> tuple[dict, Extras]:
         "build": {"build_time": record.get("build_time"), "build_time_set": record.get("build_time_set"),
                   "preset": record.get("preset"), "mixture": record.get("mixture")},
         "sets": sets,
-        "missing_sets": [n for n in SETS if n not in sets],
-        "event_tasks": _event_tasks(record),
         "funnel": funnel(out, record),
-        "quality": _quality(out, record),
-        "screening": _screening(out, record),
         "mixture": _mixture(out, record),
         "stages": _stages(record),
-        "sources": {n: SOURCES[n] for n in sets},
         "settings": record.get("settings"),
     }
     card["warnings"] = _warnings(card)
     return card, extras
+
+
+def _set_section(out: Path, name: str, info: dict, extras: Extras) -> dict:
+    """A set's section: what its recipe is and where its data comes from, its figures, and what its recipe adds
+    (the quality cut of a VBench-filtered set, the screening of a screened one, a note on the tasks it trains)."""
+    section = {"recipe": info.get("recipe"), "kind": info.get("kind"), **_set_figures(out, name, info, extras),
+               "source": info.get("source") or {}}
+    if info.get("quality"):
+        section["quality"] = _quality(out, info["quality"])
+    if info.get("screening"):
+        section["screening"] = _screening(out, info["screening"])
+    if info.get("kind") == "event":
+        section["tasks_note"] = EVENT_TASKS_NOTE
+    return section
+
+
+EVENT_TASKS_NOTE = ("Yume-1.5 says both that the event set is \"used exclusively for T2V\" and that the real-world "
+                    "and event sets are \"used for both T2V and I2V\"; which one a build follows is a setting (the "
+                    "set's `tasks`), not a fact of the data.")
 
 
 def _set_figures(out: Path, name: str, info: dict, extras: Extras) -> dict:
@@ -108,14 +118,6 @@ def _actions(pairs: np.ndarray) -> dict | None:
             "pairs": pairs.tolist()}
 
 
-def _event_tasks(record: dict) -> dict | None:
-    event = record.get("sets", {}).get("event")
-    if event is None:
-        return None
-    return {"tasks": [t for t in TASKS if t in event.get("tasks", [])], "setting": "mixture.event_tasks",
-            "note": EVENT_TASKS_NOTE}
-
-
 # ------------------------------------------------------------------------------------------------- the funnel
 
 
@@ -127,45 +129,31 @@ def _verdicts(path: Path) -> tuple[int, int, Counter]:
     return table.num_rows, status.count(OK), bad
 
 
-def _stage_manifest(out: Path, step: dict) -> Path | None:
-    """The manifest with the step's per-row verdicts: as recorded, or beside its summary."""
-    if step.get("manifest"):
-        return out / step["manifest"]
-    if step.get("summary"):
-        return (out / step["summary"]).with_name("manifest.parquet")
-    return None
-
-
 def funnel(out: str | Path, record: dict) -> list[dict]:
-    """In / ok / dropped / failed (by reason) of every step that decides about rows, in build order.
-
-    `in` is what reached the step: a manifest's rows, the ok rows of the manifest a step extends (`EXTENDS`) or
-    shards (`SHARD_STEPS`); every stage satisfies in == ok + dropped + failed unless a row went missing."""
+    """In / ok / dropped / failed (by reason) of every step that decides about rows, in build order, as the steps
+    declared it (`pipelines.build_graph.Step`): its manifest of verdicts, the step whose ok rows reached it, and
+    whether it extends that step's manifest (then it is credited only with the verdicts it added). Every stage
+    satisfies in == ok + dropped + failed unless a row went missing."""
     out = Path(out)
     manifests, stages = {}, []
     for step in record.get("steps", []):
-        name = step["name"]
-        if name in SHARD_STEPS:
-            set_name, source = SHARD_STEPS[name]
-            path = out / record["sets"].get(set_name, {}).get("path", set_name) / "index.parquet"
-            before = manifests.get(source)
-        else:
-            path, before = _stage_manifest(out, step), manifests.get(EXTENDS.get(name))
-        if path is None or not path.is_file():
+        how = step.get("funnel")
+        if not how or not (out / how["manifest"]).is_file():
             continue
-        manifests[name] = path
+        path = manifests[step["name"]] = out / how["manifest"]
         rows, ok, bad = _verdicts(path)
+        before = manifests.get(how.get("counts_from"))
         if before is not None:  # what reached this step: the rows that were ok before it
             _, rows, earlier = _verdicts(before)
-            if name in EXTENDS:
+            if how.get("extends"):
                 bad -= earlier
-        stages.append(_stage_row(name, rows, ok, bad))
+        stages.append(_stage_row(step["name"], step.get("set"), rows, ok, bad))
     return stages
 
 
-def _stage_row(name: str, rows: int, ok: int, bad: Counter) -> dict:
+def _stage_row(name: str, set_name: str | None, rows: int, ok: int, bad: Counter) -> dict:
     reasons = sorted(bad.items(), key=lambda kv: (kv[0][0], -kv[1], kv[0][1]))
-    return {"step": name, "set": STEP_SETS.get(name, "all"), "in": rows, "ok": ok,
+    return {"step": name, "set": set_name or "all", "in": rows, "ok": ok,
             "dropped": sum(c for (s, _), c in bad.items() if s != FAILED),
             "failed": sum(c for (s, _), c in bad.items() if s == FAILED),
             "by_reason": [{"status": s, "reason": r, "count": c} for (s, r), c in reasons]}
@@ -174,14 +162,14 @@ def _stage_row(name: str, rows: int, ok: int, bad: Counter) -> dict:
 # ------------------------------------------------------------------------------- quality, screening, mixture
 
 
-def _quality(out: Path, record: dict) -> dict | None:
-    """The synthetic set's VBench quality scores, the kept ones and the top-N cut (None: no synthetic set)."""
+def _quality(out: Path, info: dict) -> dict | None:
+    """A filtered set's VBench quality scores, the kept ones and the top-N cut (`info`: its filter manifest and
+    summary; None: not there)."""
     from filtering.topk import QUALITY, RANK
 
-    info = record.get("sets", {}).get("synthetic")
-    if info is None or not info.get("filter_manifest") or not (out / info["filter_manifest"]).is_file():
+    if not (out / info["manifest"]).is_file():
         return None
-    table = pq.read_table(out / info["filter_manifest"])
+    table = pq.read_table(out / info["manifest"])
     summary = _read_json(out / info["summary"]).get("filtering", {}) if info.get("summary") else {}
     ranked = table.filter(pc.is_valid(table[RANK])) if {QUALITY, RANK} <= set(table.column_names) else None
     if ranked is None or not ranked.num_rows:
@@ -206,15 +194,14 @@ def _quality(out: Path, record: dict) -> dict | None:
     }
 
 
-def _screening(out: Path, record: dict) -> dict | None:
-    """Kept / rejected / not reviewed of the event set, and whether a person looked at all (the policy)."""
+def _screening(out: Path, info: dict) -> dict | None:
+    """Kept / rejected / not reviewed of a screened set, and whether a person looked at all (the policy)."""
     from filtering import review_counts
 
-    info = record.get("sets", {}).get("event")
-    if info is None or not info.get("screened_manifest") or not (out / info["screened_manifest"]).is_file():
+    if not (out / info["manifest"]).is_file():
         return None
-    policy = (info.get("screening") or {}).get("policy")
-    counts = review_counts(pq.read_table(out / info["screened_manifest"]))
+    policy = info.get("policy")
+    counts = review_counts(pq.read_table(out / info["manifest"]))
     by_person = policy == "decisions"  # any other policy keeps videos nobody looked at
     return {"policy": policy, "screened_by_a_person": by_person,
             "accept_rate": counts["keep_rate"] if by_person else None, **counts}
@@ -250,15 +237,15 @@ def _stages(record: dict) -> dict:
 def _warnings(card: dict) -> list[str]:
     """What a reader must not miss, first on every rendering."""
     notes = []
-    screening = card["screening"]
-    if screening and not screening["screened_by_a_person"]:
-        notes.append(f"The event set was NOT screened by a person (screening policy {screening['policy']}): "
-                     f"{screening['ok']} of {screening['rows']} generated videos went into it unseen.")
-    notes += [f"No {n} set in this build." for n in card["missing_sets"]]
-    notes += [f"The {n} set has no samples." for n, s in card["sets"].items() if not s["samples"]]
-    quality = card["quality"]
-    if quality is not None and not quality["scored"]:
-        notes.append("The synthetic set has no VBench quality scores: nothing was ranked.")
+    for name, s in card["sets"].items():
+        screening = s.get("screening")
+        if screening and not screening["screened_by_a_person"]:
+            notes.append(f"The {name} set was NOT screened by a person (screening policy {screening['policy']}): "
+                         f"{screening['ok']} of {screening['rows']} generated videos went into it unseen.")
+        if not s["samples"]:
+            notes.append(f"The {name} set has no samples.")
+        if "quality" in s and (s["quality"] is None or not s["quality"]["scored"]):
+            notes.append(f"The {name} set has no VBench quality scores: nothing was ranked.")
     return notes
 
 

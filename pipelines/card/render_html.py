@@ -59,12 +59,11 @@ def render_html(card: dict, extras: Extras) -> str:
     """The page for people: every section of the card with its plot and its numbers."""
     sections = [
         ("sets", "Sets", _html_sets(card)),
+        *((f"set-{name}", f"Set {name} ({s['recipe']})", _html_set(name, s)) for name, s in card["sets"].items()),
         ("funnel", "Funnel", _html_funnel(card, figs.funnel(card["funnel"]))),
         ("clips", "Clips", _html_clips(card, figs.clips(card["sets"]))),
         ("actions", "Actions (keys x mouse)", _html_actions(card)),
-        ("quality", "Synthetic set: VBench quality", _html_quality(card, figs.quality(card["quality"]))),
         ("captions", "Training texts", _html_captions(card, figs.captions(card["sets"]))),
-        ("screening", "Event set: screening", _html_screening(card)),
         ("mixture", "Mixture", _html_mixture(card, figs.mixture(card["mixture"]))),
         ("time", "Time per stage", _html_time(card, figs.stage_times(card["stages"]["steps"]))),
         ("frames", "Sample frames", _html_frames(extras)),
@@ -86,13 +85,22 @@ def _html_sets(card: dict) -> str:
     rows = [[e(n), _num(s["samples"]), _num(s["failed"]), _num(s["shards"]), _bytes(s["bytes"]),
              _num(s["hours"]), e(", ".join(f"{t} {c}" for t, c in s["samples_per_task"].items()) or "-"),
              _num(s["weight"]), f"<code>{e(s['data_files'])}</code>"] for n, s in card["sets"].items()]
-    page = _table(["set", "samples", "failed", "shards", "size", "hours", "samples per task", "weight", "files"],
+    return _table(["set", "samples", "failed", "shards", "size", "hours", "samples per task", "weight", "files"],
                   rows, "num")
-    if card["event_tasks"]:
-        tasks = " and ".join(t.upper() for t in card["event_tasks"]["tasks"])
-        page += (f'<p class="setting">The event set trains <strong>{e(tasks)}</strong> in this build (the '
-                 f"setting <code>{e(card['event_tasks']['setting'])}</code>). "
-                 f"{e(card['event_tasks']['note'])}</p>")
+
+
+def _html_set(name: str, s: dict) -> str:
+    """One set: where it comes from, what it trains, and what its recipe decided (a quality cut, a screening)."""
+    src = s["source"]
+    page = (f"<p>{e(src.get('source', ''))}; made by {e(src.get('made', ''))}. Trains "
+            f"<strong>{e(' and '.join(t.upper() for t in s['tasks']))}</strong> with weight {_num(s['weight'])}"
+            f" (recipe <code>{e(str(s['recipe']))}</code>).</p>")
+    if s.get("tasks_note"):
+        page += f'<p class="setting">{e(s["tasks_note"])}</p>'
+    if "quality" in s:
+        page += "<h3>VBench quality</h3>" + _html_quality(s["quality"], figs.quality(s["quality"]))
+    if "screening" in s:
+        page += "<h3>Screening</h3>" + _html_screening(s["screening"])
     return page
 
 
@@ -134,10 +142,9 @@ def _html_actions(card: dict) -> str:
     return "\n".join(parts) or "<p class='none'>No sets.</p>"
 
 
-def _html_quality(card: dict, uri: str | None) -> str:
-    q = card["quality"]
+def _html_quality(q: dict | None, uri: str | None) -> str:
     if q is None:
-        return "<p class='none'>No synthetic set in this build.</p>"
+        return "<p class='none'>The filter's manifest is not there.</p>"
     facts = (f"<p>{q['kept']:,} of {q['scored']:,} scored videos kept (limit {_num(q['limit'])}, backend "
              f"{e(str(q['backend']))}); cut at quality score {_num(q['cut_score'], 4)}.</p>")
     rows = [_dist_row("quality score (scored)", q["scores"], 4), _dist_row("quality score (kept)", q["kept_scores"], 4)]
@@ -151,10 +158,9 @@ def _html_captions(card: dict, uri: str | None) -> str:
     return _figure(uri, "words per training text", "No training texts.") + _table(DIST_HEADERS, rows, "num")
 
 
-def _html_screening(card: dict) -> str:
-    s = card["screening"]
+def _html_screening(s: dict | None) -> str:
     if s is None:
-        return "<p class='none'>No event set in this build.</p>"
+        return "<p class='none'>The screening's manifest is not there.</p>"
     cls = "warning" if not s["screened_by_a_person"] else "setting"
     rows = [[e(c), _num(v["rows"]), _num(v["kept"]), _num(v["rejected"]), _num(v["not_reviewed"]),
              _num(v["keep_rate"])] for c, v in s.get("by_category", {}).items()]
@@ -199,7 +205,7 @@ def _html_frames(extras: Extras) -> str:
 
 
 def _html_sources(card: dict) -> str:
-    rows = [[e(n), e(src["source"]), e(src["made"]), e(src["licence"]), e(models_text(card["sets"][n]["models"]))]
-            for n, src in card["sources"].items()]
+    rows = [[e(n), e(s["source"].get("source", "")), e(s["source"].get("made", "")), e(s["source"].get("licence", "")),
+             e(models_text(s["models"]))] for n, s in card["sets"].items()]
     return _table(["set", "source", "made by", "licence", "models in this build"], rows) + \
         "<p>Check each source's terms before redistributing the shards.</p>"

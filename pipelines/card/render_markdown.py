@@ -62,15 +62,13 @@ def render_readme(card: dict, extras: Extras) -> str:
         ["set", "samples", "failed", "shards", "bytes", "hours", "tasks", "weight", "files"],
         [[n, s["samples"], s["failed"], s["shards"], s["bytes"], f"{s['hours']:.3f}", "+".join(s["tasks"]),
           s["weight"], f"`{s['data_files']}`"] for n, s in card["sets"].items()])]
-    if card["event_tasks"]:
-        tasks = " and ".join(t.upper() for t in card["event_tasks"]["tasks"])
-        parts += ["### Tasks of the event set",
-                  f"This build trains the event set on **{tasks}** (the setting `{card['event_tasks']['setting']}`). "
-                  f"{card['event_tasks']['note']}"]
-    if card["screening"]:
-        sentence = screening_sentence(card["screening"])
-        parts += ["### Screening of the event set", sentence if card["screening"]["screened_by_a_person"] else
-                  f"**{sentence}**"]
+    for name, s in card["sets"].items():
+        parts += [f"### {name}", f"Recipe `{s['recipe']}`: {s['source'].get('made', '')}. Trains "
+                  f"**{' and '.join(t.upper() for t in s['tasks'])}** with weight {s['weight']}."
+                  + (f" {s['tasks_note']}" if s.get("tasks_note") else "")]
+        if s.get("screening"):
+            sentence = screening_sentence(s["screening"])
+            parts += [sentence if s["screening"]["screened_by_a_person"] else f"**{sentence}**"]
     parts += ["## Loading", _loading_text(card)]
     parts += ["## How it was made", "Rows in, kept, dropped and failed at every stage (reasons in `card.json`):",
               _md_table(["stage", "set", "in", "ok", "dropped", "failed", "reasons"],
@@ -85,8 +83,9 @@ def render_readme(card: dict, extras: Extras) -> str:
                              for n, v in mix["requested"].items()])]
     parts += ["## Sources and licences", _md_table(
         ["set", "source", "made by", "licence", "models in this build"],
-        [[n, f"[{src['source']}]({src['url']})", src["made"], src["licence"],
-          models_text(card["sets"][n]["models"])] for n, src in card["sources"].items()]),
+        [[n, f"[{s['source'].get('source', '')}]({s['source']['url']})" if s["source"].get("url") else
+          s["source"].get("source", ""), s["source"].get("made", ""), s["source"].get("licence", ""),
+          models_text(s["models"])] for n, s in card["sets"].items()]),
               "Check each source's terms before redistributing the shards."]
     parts += ["## Sample schema", f"Every `<key>.json` follows sample schema version {card['sample_schema_version']} "
               "(`yume_core/samples.py`): `set`, `tasks`, `event_text` per task (the event description, kept apart "
