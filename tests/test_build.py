@@ -13,12 +13,15 @@ import pytest
 from click.testing import CliRunner
 
 from pipelines.build import EXIT_WAITING
+from pipelines.build_config import merge_settings
 from pipelines.cli import main
 from yume_core.mixture import read_mixture
 from yume_core.samples import SETS, check_sample
 from yume_core.storage import TMP_MARK
 
 from conftest import BUILD_TIME, SMALL_BUILD  # the suite's shared demo build settings
+
+GOLDEN = Path(__file__).parent / "golden" / "demo_build_sets.json"
 
 pytestmark = pytest.mark.slow
 
@@ -29,10 +32,7 @@ def _build(out: Path, tmp: Path, extra: dict | None = None, args: tuple = ()) ->
     import yaml
 
     cfg = tmp / f"cfg-{len(list(tmp.glob('cfg-*')))}.yaml"
-    settings = json.loads(json.dumps(SMALL_BUILD))
-    for k, v in (extra or {}).items():
-        settings.setdefault(k, {}).update(v)
-    cfg.write_text(yaml.safe_dump(settings))
+    cfg.write_text(yaml.safe_dump(merge_settings(SMALL_BUILD, extra or {})))
     return CliRunner().invoke(main, ["build", "--preset", "demo", "-o", str(out), "--config", str(cfg),
                                      "--build-time", BUILD_TIME, *args])
 
@@ -63,6 +63,19 @@ def built(demo_build, tmp_path_factory):
     return out, tmp
 
 
+def _set_digests(out: Path) -> dict[str, str]:
+    """What the golden file holds: every set's tars, Energon offsets, index and `.nv-meta/`."""
+    files = [p for name in SETS for p in (out / name).rglob("*") if p.is_file() and (
+        p.suffix in (".tar", ".idx") or p.name == "index.parquet" or ".nv-meta" in p.relative_to(out).parts)]
+    return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(files)}
+
+
+def test_the_demo_preset_builds_the_same_sets_as_before_recipes(demo_build):
+    """The digest was recorded from the build before sets became recipes (with source paths already recorded
+    relative to the build folder, so the bytes do not depend on where the suite's temporary folder lies)."""
+    assert _set_digests(demo_build) == json.loads(GOLDEN.read_text())
+
+
 def test_build_writes_the_sets_the_mixture_and_the_card(built):
     out, _ = built
     for name in ("mixture.yaml", "README.md", "card.html", "card.json", "build.json"):
@@ -84,11 +97,11 @@ def test_every_manifest_row_ends_with_a_status_and_counts_add_up(built):
     out, _ = built
     record = json.loads((out / "build.json").read_text())
     names = [s["name"] for s in record["steps"]]
-    assert names[:1] == ["real_world"] and names[-1] == "mixture"
+    assert names[:1] == ["real_world/real_world"] and names[-1] == "mixture"
     assert all(s["status"] == "done" for s in record["steps"])
     for step in record["steps"]:
-        if "summary" in step:
-            summary = json.loads((out / step["summary"]).read_text())
+        if "summary" in step["outputs"]:
+            summary = json.loads((out / step["outputs"]["summary"]).read_text())
             assert summary["in"] == summary["ok"] + summary["dropped"] + summary["failed"], step["name"]
 
 
@@ -104,7 +117,8 @@ def test_a_rerun_skips_every_step_and_rewrites_the_same_bytes(built):
 
 def test_a_changed_setting_redoes_only_what_it_touches(built):
     out, tmp = built
-    result = _build(out, tmp, {"mixture": {"weights": {"real_world": 0.6, "synthetic": 0.2, "event": 0.2}}})
+    result = _build(out, tmp, {"sets": {"real_world": {"weight": 0.6}, "synthetic": {"weight": 0.2},
+                                        "event": {"weight": 0.2}}})
     assert result.exit_code == 0, result.output
     status = {s["name"]: s["status"] for s in json.loads((out / "build.json").read_text())["steps"]}
     assert status.pop("mixture") == "done"
@@ -114,11 +128,13 @@ def test_a_changed_setting_redoes_only_what_it_touches(built):
 
 def test_screening_by_decisions_pauses_then_resumes_with_the_decisions_file(built):
     out, tmp = built
-    result = _build(out, tmp, {"screening": {"policy": "decisions"}})
+    result = _build(out, tmp, {"sets": {"event": {"screening": {"policy": "decisions"}}}})
     assert result.exit_code == EXIT_WAITING, result.output
     assert "--decisions" in result.output and "review" in result.output
     record = json.loads((out / "build.json").read_text())
-    assert record["steps"][-1]["name"] == "screening" and record["steps"][-1]["status"] == "waiting"
+    status = {s["name"]: s["status"] for s in record["steps"]}
+    assert status["event/screening"] == "waiting" and status["event/shards"] == "blocked"
+    assert "mixture" not in status and "event" not in record["sets"]
 
     keys = sorted(m["key"] for m in _samples(out / "event"))
     decisions = tmp / "decisions.csv"

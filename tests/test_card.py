@@ -44,6 +44,11 @@ def _front_matter(readme: str) -> dict:
     return yaml.safe_load(readme[4:readme.index("\n---\n")])
 
 
+def _output(out: Path, record: dict, step: str, name: str = "manifest") -> Path:
+    """What a declared step of the build wrote, as the record names it."""
+    return out / next(s for s in record["steps"] if s["name"] == step)["outputs"][name]
+
+
 def _ok(path: Path):
     table = pq.read_table(path)
     return table.filter(pc.equal(table["status"], "ok"))
@@ -66,12 +71,11 @@ def partial(demo_build, tmp_path_factory) -> tuple[Path, dict]:
     shutil.copytree(demo_build, out, ignore=shutil.ignore_patterns("input"))
     record = copy.deepcopy(_record(out))
     del record["sets"]["event"]
-    record["steps"] = [s for s in record["steps"] if s["name"] not in ("event_images", "synthesis_i2v",
-                                                                     "review_pages", "screening", "event_shards")]
+    record["steps"] = [s for s in record["steps"] if s["set"] != "event"]
     record["mixture"] = None
     record["sets"]["synthetic"]["path"] = "synthetic_empty"
     (out / "synthetic_empty").mkdir()
-    filtered = out / record["sets"]["synthetic"]["filter_manifest"]
+    filtered = out / record["sets"]["synthetic"]["quality"]["manifest"]
     table = pq.read_table(filtered)
     pq.write_table(table.drop_columns([c for c in table.column_names if c.startswith(("quality_", "vbench_"))]),
                    filtered)
@@ -133,7 +137,7 @@ def test_set_figures_equal_set_stats_and_the_manifests(demo_build, card):
         assert sum(s["clip_seconds"]["histogram"]["counts"]) == s["samples"]
         assert len(s["frames_shown"]) == min(8, s["samples"])
 
-    rw = _ok(demo_build / record["sets"]["real_world"]["manifest"])
+    rw = _ok(_output(demo_build, record, "real_world/real_world"))
     s = card["sets"]["real_world"]
     assert s["frames"]["sum"] == sum(rw["video_frames"].to_pylist())
     sizes = [f"{w}x{h}" for w, h in zip(rw["width"].to_pylist(), rw["height"].to_pylist())]
@@ -144,16 +148,18 @@ def test_set_figures_equal_set_stats_and_the_manifests(demo_build, card):
     assert s["caption_words"]["t2v"]["sum"] == sum(_words(rw["caption"].to_pylist()))
     assert s["caption_words"]["i2v"]["sum"] == sum(_words(rw["caption_event"].to_pylist()))
 
-    syn = _ok(demo_build / record["sets"]["synthetic"]["filter_manifest"])
+    syn = _ok(_output(demo_build, record, "synthetic/filter"))
     s = card["sets"]["synthetic"]
     assert s["actions"] is None and list(s["caption_words"]) == ["t2v"]
     assert s["caption_words"]["t2v"]["sum"] == sum(_words(syn["caption"].to_pylist()))
     assert s["resolution"] == {f"{syn['synth_width'][0]}x{syn['synth_height'][0]}": syn.num_rows}
 
-    ev = _ok(demo_build / record["sets"]["event"]["screened_manifest"])
+    ev = _ok(_output(demo_build, record, "event/screening"))
     s = card["sets"]["event"]
-    assert s["tasks"] == record["sets"]["event"]["tasks"] == card["event_tasks"]["tasks"]
-    assert card["event_tasks"]["setting"] == "mixture.event_tasks"
+    assert s["tasks"] == record["sets"]["event"]["tasks"] == ["t2v", "i2v"] and "exclusively" in s["tasks_note"]
+    assert [(n, c["recipe"]) for n, c in card["sets"].items()] == \
+        [("real_world", "sekai"), ("synthetic", "t2v_synthetic"), ("event", "i2v_event")]
+    assert card["sets"]["synthetic"]["source"]["url"] == "https://huggingface.co/datasets/nkp37/OpenVid-1M"
     for task in s["tasks"]:
         assert s["caption_words"][task]["sum"] == sum(_words(ev["caption"].to_pylist()))
 
@@ -161,36 +167,40 @@ def test_set_figures_equal_set_stats_and_the_manifests(demo_build, card):
 def test_every_stage_of_the_funnel_adds_up_and_matches_its_summary(demo_build, card):
     record = _record(demo_build)
     stages = {f["step"]: f for f in card["funnel"]}
-    assert list(stages) == [s["name"] for s in record["steps"] if s["name"] not in ("review_pages", "mixture")]
+    assert list(stages) == [s["name"] for s in record["steps"] if s["funnel"]]
+    assert list(stages) == ["real_world/real_world", "synthetic/prompts", "synthetic/synthesis", "synthetic/filter",
+                            "synthetic/shards", "event/synthesis", "event/screening", "event/shards"]
+    assert [f["set"] for f in card["funnel"]] == [n.split("/")[0] for n in stages]
     for f in card["funnel"]:
         assert f["in"] == f["ok"] + f["dropped"] + f["failed"], f
         assert f["dropped"] + f["failed"] == sum(r["count"] for r in f["by_reason"])
     steps = {s["name"]: s for s in record["steps"]}
-    for name in ("real_world", "synthesis_t2v", "event_images", "synthesis_i2v"):  # manifests of their own rows
-        summary = json.loads((demo_build / steps[name]["summary"]).read_text())
+    for name in ("real_world/real_world", "synthetic/synthesis", "event/synthesis"):  # manifests of their own rows
+        summary = json.loads((demo_build / steps[name]["outputs"]["summary"]).read_text())
         assert {k: stages[name][k] for k in ("in", "ok", "dropped", "failed")} == \
             {k: summary[k] for k in ("in", "ok", "dropped", "failed")}, name
         assert sorted(map(json.dumps, stages[name]["by_reason"])) == sorted(map(json.dumps, summary["by_reason"]))
     prompts = json.loads((demo_build / "work/synthetic/prompts.report.json").read_text())
-    assert (stages["prompts"]["in"], stages["prompts"]["ok"]) == (prompts["rows_in"], prompts["selected"])
-    assert stages["filter"]["in"] == stages["synthesis_t2v"]["ok"]
-    assert stages["synthetic_shards"]["in"] == stages["filter"]["ok"]
-    assert stages["synthetic_shards"]["ok"] == card["sets"]["synthetic"]["samples"]
-    assert stages["event_shards"]["ok"] == card["sets"]["event"]["samples"]
-    assert stages["real_world"]["ok"] == card["sets"]["real_world"]["samples"]
+    assert (stages["synthetic/prompts"]["in"], stages["synthetic/prompts"]["ok"]) == \
+        (prompts["rows_in"], prompts["selected"])
+    assert stages["synthetic/filter"]["in"] == stages["synthetic/synthesis"]["ok"]
+    assert stages["synthetic/shards"]["in"] == stages["synthetic/filter"]["ok"]
+    assert stages["synthetic/shards"]["ok"] == card["sets"]["synthetic"]["samples"]
+    assert stages["event/shards"]["ok"] == card["sets"]["event"]["samples"]
+    assert stages["real_world/real_world"]["ok"] == card["sets"]["real_world"]["samples"]
 
 
 def test_quality_screening_mixture_and_stage_times(demo_build, card):
     record = _record(demo_build)
-    filtering = json.loads((demo_build / record["sets"]["synthetic"]["summary"]).read_text())["filtering"]
-    q = card["quality"]
+    filtering = json.loads(_output(demo_build, record, "synthetic/filter", "summary").read_text())["filtering"]
+    q = card["sets"]["synthetic"]["quality"]
     assert (q["scored"], q["kept"], q["limit"]) == (filtering["scored"], filtering["kept"], filtering["limit"])
     assert q["cut_score"] == pytest.approx(filtering["cut_score"], abs=1e-4)
     assert sum(q["histogram"]["scored"]) == q["scored"] and sum(q["histogram"]["kept"]) == q["kept"]
     assert q["kept_scores"]["min"] == q["cut_score"]
 
-    screened = pq.read_table(demo_build / record["sets"]["event"]["screened_manifest"])
-    s = card["screening"]
+    screened = pq.read_table(_output(demo_build, record, "event/screening"))
+    s = card["sets"]["event"]["screening"]
     assert {k: s[k] for k in review_counts(screened)} == review_counts(screened)
     assert s["policy"] == "accept_all" and s["screened_by_a_person"] is False and s["accept_rate"] is None
     assert any("NOT screened by a person" in w for w in card["warnings"])
@@ -260,10 +270,11 @@ def test_a_partial_build_gets_a_card_that_says_what_is_missing(partial):
     out, record = partial
     paths = write_card(out, record)
     card = json.loads(paths["json"].read_text())
-    assert card["missing_sets"] == ["event"] and card["screening"] is None and card["mixture"] is None
+    assert list(card["sets"]) == ["real_world", "synthetic"] and card["mixture"] is None
     assert card["sets"]["synthetic"]["samples"] == 0 and card["sets"]["synthetic"]["frames_shown"] == []
-    assert card["quality"]["scored"] == 0 and card["quality"]["cut_score"] is None
-    assert {"No event set in this build.", "The synthetic set has no samples.",
+    quality = card["sets"]["synthetic"]["quality"]
+    assert quality["scored"] == 0 and quality["cut_score"] is None
+    assert {"The synthetic set has no samples.",
             "The synthetic set has no VBench quality scores: nothing was ranked."} <= set(card["warnings"])
     meta = _front_matter(paths["readme"].read_text())
     assert [c["config_name"] for c in meta["configs"]] == ["real_world"]
@@ -277,18 +288,18 @@ def test_a_screened_event_set_reports_its_accept_rate(demo_build, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(demo_build, out, ignore=shutil.ignore_patterns("input"))
     record = _record(out)
-    record["sets"]["event"]["screening"] = {"policy": "decisions", "decisions": "decisions.csv"}
+    record["sets"]["event"]["screening"].update({"policy": "decisions", "decisions": "decisions.csv"})
     videos = pq.read_table(out / "work/event/videos/manifest.parquet")
     keys = sorted(k for k, s in zip(videos["prompt_id"].to_pylist(), videos["status"].to_pylist()) if s == "ok")
     decisions = {k: ("keep", None) for k in keys[1:]} | {keys[0]: ("reject", "blurry")}
     pq.write_table(apply_review(videos, decisions, source="decisions.csv"),
-                   out / record["sets"]["event"]["screened_manifest"])
+                   out / record["sets"]["event"]["screening"]["manifest"])
     card = json.loads(write_card(out, record)["json"].read_text())
-    s = card["screening"]
+    s = card["sets"]["event"]["screening"]
     assert s["screened_by_a_person"] is True and (s["kept"], s["rejected"]) == (len(keys) - 1, 1)
     assert s["accept_rate"] == pytest.approx((len(keys) - 1) / len(keys), abs=1e-4)
     assert not any("screened" in w for w in card["warnings"])
-    stage = next(f for f in card["funnel"] if f["step"] == "screening")
+    stage = next(f for f in card["funnel"] if f["step"] == "event/screening")
     assert stage["by_reason"] == [{"status": "dropped", "reason": "rejected_in_review", "count": 1}]
     assert "Screened by a person" in (out / "README.md").read_text()
 
@@ -308,7 +319,7 @@ def test_the_browser_check_catches_broken_images_and_script_errors(tmp_path):
 
 def test_card_and_review_pages_load_in_a_browser_without_errors(demo_build, partial, card):
     record = _record(demo_build)
-    review = Path(next(s["pages"] for s in record["steps"] if s["name"] == "review_pages"))
+    review = Path(next(s["outputs"]["pages"] for s in record["steps"] if s["name"] == "event/review_pages"))
     with Browser() as browser:
         for root in (demo_build, partial[0]):
             with serve(root) as base:
