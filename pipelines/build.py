@@ -29,7 +29,8 @@ from yume_core import buildtime, remote
 from yume_core.config import ConfigError, from_dict, load_yaml, merge, to_dict
 from yume_core.errors import InputError
 from yume_core.manifest import read_manifest, write_manifest
-from yume_core.mixture import MIXTURE_FILE, MixtureSource, write_mixture
+from yume_core.mixture import (MIXTURE_FILE, InfeasibleShares, MixtureSource, default_schedule, task_weights,
+                               write_mixture)
 from yume_core.remote import finish_output, open_output, public_path
 from yume_core.samples import DEFAULT_TASKS, SETS, check_tasks
 from yume_core.storage import atomic_write_text
@@ -419,6 +420,10 @@ def _write_mixture(out: Path, cfg: MixtureConfig, sets: dict[str, dict]) -> dict
             sources.append(MixtureSource(name, out / sets[name]["path"], weight, tuple(sets[name]["tasks"])))
     if not sources:
         raise RuntimeError("no set has a sample: nothing to mix (see each step's summary for why rows dropped)")
+    try:  # weights are shares: a mixture whose sets' tasks cannot give them is not written (a rerun redoes this step)
+        task_weights(sources, default_schedule(sources))
+    except InfeasibleShares as e:
+        raise ConfigError(f"mixture.weights: {e}") from None
     write_mixture(out / MIXTURE_FILE, sources)
     return {"mixture": MIXTURE_FILE}
 

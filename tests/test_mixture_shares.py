@@ -1,12 +1,15 @@
 """Weights mean shares: the per-task weights the sampler draws with give every set its weight's share of the
 samples whatever tasks it trains, they are the one most even solution, impossible shares fail in one line with the
-bound."""
+bound, and `mix info --simulate` shows requested against realised shares per set and per task."""
+
+import json
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from scipy.optimize import linprog
 
-from yume_core.mixture import InfeasibleShares, MixtureSampler, MixtureSource, task_weights
+from yume_core.mixture import InfeasibleShares, MixtureSampler, MixtureSource, task_weights, write_mixture
 
 DEMO = {"real_world": (0.5, "t2v+i2v"), "synthetic": (0.25, "t2v"), "event": (0.25, "t2v+i2v")}
 # a second Sekai-like set and a set of existing shards beside the three
@@ -14,8 +17,8 @@ FIVE = {"real_world": (0.3, "t2v+i2v"), "synthetic": (0.2, "t2v"), "event": (0.2
         "sekai_2": (0.15, "t2v+i2v"), "shards": (0.15, "t2v+i2v")}
 
 
-def _sources(spec: dict) -> list[MixtureSource]:
-    return [MixtureSource(name, name, w, tuple(tasks.split("+")))
+def _sources(spec: dict, paths: dict | None = None) -> list[MixtureSource]:
+    return [MixtureSource(name, (paths or {}).get(name, name), w, tuple(tasks.split("+")))
             for name, (w, tasks) in spec.items()]
 
 
@@ -145,3 +148,48 @@ def test_impossible_shares_fail_in_one_line_with_the_bound(spec, schedule, messa
     with pytest.raises(InfeasibleShares) as e:
         MixtureSampler(_sources(spec), schedule)
     assert str(e.value) == message
+
+
+# ------------------------------------------------------------------------------------------------ mix info
+
+
+@pytest.fixture(scope="module")
+def five_sets(tmp_path_factory):
+    """A five-set mixture file over small sets (the two extra sets read the folders of real_world and event)."""
+    from pipelines.sample_mixture import make_sample_mixture
+
+    root = tmp_path_factory.mktemp("five")
+    make_sample_mixture(root, clips=2, clip_frames=24, clip_size=(32, 18), videos=2, video_frames=9,
+                        video_size=(16, 16))
+    out = root / "out"
+    paths = {"real_world": out / "real_world", "synthetic": out / "synthetic", "event": out / "event",
+             "sekai_2": out / "real_world", "shards": out / "event"}
+    return write_mixture(out / "five.yaml", _sources(FIVE, paths))
+
+
+def test_mix_info_simulates_the_five_sets_shares(five_sets):
+    from pipelines.cli import main
+
+    result = CliRunner().invoke(main, ["mix", "info", str(five_sets), "--simulate", "20000", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    sim = info["simulation"]
+    assert sim["requested"] == pytest.approx(_shares(FIVE))
+    assert sim["realized"] == pytest.approx(_shares(FIVE), abs=0.02)
+    assert info["task_weights"] == sim["task_weights"] and set(sim["realized_by_task"]) == {"t2v", "i2v"}
+    for task, weights in sim["task_weights"].items():
+        assert sum(weights.values()) == pytest.approx(1) and sim["realized_by_task"][task] == pytest.approx(
+            weights, abs=0.02)
+    table = CliRunner().invoke(main, ["mix", "info", str(five_sets), "--simulate", "2000"]).output
+    assert "per-task weights" in table and "requested" in table and "realized" in table
+    assert any(line.split()[:2] == ["synthetic", "t2v"] and line.split()[2] == "0.400" for line in
+               table.splitlines())  # 0.2 of the samples is 0.4 of the T2V half
+
+
+def test_mix_info_refuses_impossible_shares_in_one_line(five_sets):
+    from pipelines.cli import main
+
+    result = CliRunner().invoke(main, ["mix", "info", str(five_sets), "--schedule", "t2v,i2v,i2v,i2v,i2v,i2v"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "set synthetic trains t2v only, which is 0.167 of the steps" in result.output
+    assert "its share can be at most 0.167 (asked 0.2)" in result.output
