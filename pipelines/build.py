@@ -30,7 +30,8 @@ from pipelines.build_layout import Layout
 from pipelines.recipes import BuildContext, BuildSet
 from yume_core import buildtime, remote
 from yume_core.errors import InputError
-from yume_core.mixture import MixtureSource, write_mixture
+from yume_core.config import ConfigError
+from yume_core.mixture import InfeasibleShares, MixtureSource, default_schedule, task_weights, write_mixture
 from yume_core.remote import finish_output, open_output, public_path
 from yume_core.storage import atomic_write_text
 
@@ -113,6 +114,10 @@ def _mixture_step(ctx: BuildContext, cfg: BuildConfig, steps: list[Step]) -> Ste
                 sources.append(MixtureSource(s.name, ctx.layout.set_dir(s.name), s.weight, tasks))
         if not sources:
             raise RuntimeError("no set has a sample: nothing to mix (see each step's summary for why rows dropped)")
+        try:  # weights are shares: a mixture whose sets' tasks cannot give them is not written
+            task_weights(sources, default_schedule(sources))
+        except InfeasibleShares as e:
+            raise ConfigError(f"sets' weights: {e}") from None
         write_mixture(ctx.layout.mixture, sources)
         return {}
 

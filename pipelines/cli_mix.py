@@ -11,26 +11,31 @@ from pipelines.cli_paths import PathOrURL, storage_options
 
 def mixture_info(path: str, simulate: int = 0, batch: int = 1, schedule: tuple[str, ...] = ("t2v", "i2v"),
                  seed: int = 0) -> dict:
-    """Per set: weight, tasks, samples, hours, bytes (from each set's index); with `simulate` steps, the realised
-    share per set and per task of that many training steps against the requested weights."""
+    """Per set: weight, tasks, samples, hours, bytes (from each set's index); the per-task weights the trainer draws
+    with on `schedule` (solved so that every set gets its weight's share); with `simulate` steps, the realised share
+    per set and per task of that many training steps against the requested ones."""
     from shards import set_stats
+    from yume_core.errors import InputError
     from yume_core.mixture import MixtureSampler, read_mixture
 
     try:
         sources = read_mixture(path)
     except ValueError as e:
-        from yume_core.errors import InputError
-
         raise InputError(path, str(e).removeprefix(f"{path}: "), "give the mixture.yaml of a finished build") from None
+    try:
+        sampler = MixtureSampler(sources, schedule, seed)
+    except ValueError as e:  # shares the tasks and the schedule cannot give: the message says the bound
+        raise InputError(path, str(e)) from None
     sets = []
     for s in sources:
         stats = set_stats(s.path)
         sets.append({"set": s.name, "path": str(s.path), "weight": s.weight, "tasks": list(s.tasks),
                      "samples": stats["samples"], "hours": stats["hours"], "bytes": stats["bytes"],
                      "shards": stats["shards"]})
-    info = {"mixture": str(path), "sets": sets}
+    info = {"mixture": str(path), "sets": sets, "schedule": list(schedule), "requested": sampler.requested(),
+            "task_weights": sampler.task_shares()}
     if simulate:
-        info["simulation"] = MixtureSampler(sources, schedule, seed).simulate(simulate, batch)
+        info["simulation"] = sampler.simulate(simulate, batch)
     return info
 
 
@@ -39,16 +44,21 @@ def format_info(info: dict) -> str:
     for s in info["sets"]:
         lines.append(f"{s['set']:<12}{s['weight']:>8.3g}  {'+'.join(s['tasks']):<9}{s['samples']:>9}"
                      f"{s['hours']:>9.3f}{s['bytes'] / 1e6:>10.1f}")
-    sim = info.get("simulation")
+    sim = info.get("simulation") or {}
+    steps = "/".join(info["schedule"])
+    lines += ["", f"per-task weights on the schedule {steps}, solved so that every set's share of the samples is its "
+                  "weight" + (f"; realized: the share of each task's samples in {sim['samples']} simulated" if sim
+                              else "") + ":"]
+    lines.append(f"{'set':<12}{'task':<6}{'weight':>8}" + (f"{'realized':>10}" if sim else ""))
+    for task, weights in info["task_weights"].items():
+        for name, w in weights.items():
+            got = f"{sim['realized_by_task'].get(task, {}).get(name, 0.0):>10.3f}" if sim else ""
+            lines.append(f"{name:<12}{task:<6}{w:>8.3f}{got}")
     if sim:
-        lines += ["", f"simulated {sim['samples']} training samples (schedule alternates tasks by step):",
-                  f"{'set':<12}{'requested':>10}{'realized':>10}"]
+        lines += ["", f"{'set':<12}{'requested':>10}{'realized':>10}"]
         for name, want in sim["requested"].items():
             lines.append(f"{name:<12}{want:>10.3f}{sim['realized'].get(name, 0.0):>10.3f}")
         lines.append("per task: " + ", ".join(f"{t} {v:.3f}" for t, v in sim["tasks"].items()))
-        lines.append("per set and task: " + ", ".join(f"{k} {v:.3f}" for k, v in sim["sets_by_task"].items()))
-        lines.append("(a set that trains only some tasks is drawn only on their steps, so its realised share can "
-                     "differ from its weight)")
     return "\n".join(lines)
 
 

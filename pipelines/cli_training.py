@@ -83,8 +83,8 @@ def train(mixture, shards, config_name, output, steps, schedule, resume, action_
         lines.append(f"  {task}: {t['steps']} steps, loss {t['loss_start']:.4f} -> {t['loss_end']:.4f}")
     requested, expected = summary.get("requested") or {}, summary.get("expected") or {}
     for name, count in summary["windows_by_set"].items():
-        want = (f", expected {100 * expected[name]:.0f}% from weight {100 * requested[name]:.0f}% and the tasks "
-                "it trains" if name in requested else "")
+        want = (f", expected {100 * expected[name]:.0f}% for its weight {100 * requested[name]:.0f}%"
+                if name in requested else "")
         lines.append(f"  set {name}: {count} windows ({100 * summary['realized'][name]:.0f}%{want})")
     lines += [f"checkpoint: {summary['checkpoint']}", f"metrics: {Path(output) / METRICS_LOG}",
               f"loss curve: {Path(output) / 'loss.png'}"]

@@ -124,6 +124,13 @@ def test_a_changed_setting_redoes_only_what_it_touches(built):
     assert status.pop("mixture") == "done"
     assert set(status.values()) == {"skipped"}
     assert {s.name: s.weight for s in read_mixture(out / "mixture.yaml")}["real_world"] == 0.6
+    # weights are shares: a T2V-only set cannot have more than the T2V half of the steps; the mixture stays as it was
+    result = _build(out, tmp, {"sets": {"real_world": {"weight": 0.15}, "synthetic": {"weight": 0.7},
+                                        "event": {"weight": 0.15}}})
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert ("sets' weights: set synthetic trains t2v only, which is 0.5 of the steps (t2v/i2v): its share can be "
+            "at most 0.5 (asked 0.7)") in result.output
+    assert {s.name: s.weight for s in read_mixture(out / "mixture.yaml")}["real_world"] == 0.6
 
 
 def test_screening_by_decisions_pauses_then_resumes_with_the_decisions_file(built):

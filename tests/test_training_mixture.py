@@ -1,5 +1,6 @@
 """Training on the mixture: T2V and I2V steps alternate over weighted sets, every step is logged with its task and
-sets, the realised shares are the sampler's, a resumed run continues exactly, and unlabelled sets train."""
+sets, the realised shares are the sampler's (whose weights are the sets' shares), a resumed run continues exactly,
+and unlabelled sets train."""
 
 import json
 import shutil
@@ -14,7 +15,7 @@ from training_stub.config import load_config
 from training_stub.infer_check import check_checkpoint
 from training_stub.mixture import MixtureWindows, StreamWindows
 from training_stub.train import ACTION_CACHE, LOSS_PLOT, METRICS_LOG, TextSide, _batch, task_window, train
-from yume_core.mixture import MixtureSampler, MixtureSource, read_mixture, write_mixture
+from yume_core.mixture import InfeasibleShares, MixtureSampler, MixtureSource, read_mixture, write_mixture
 
 # models this small run faster on one intra-op thread, and on a busy machine far more predictably
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -118,6 +119,20 @@ def test_tasks_no_sample_trains_are_dropped_with_a_note(sets):
     assert "none of its samples trains i2v" in notes[0] and "schedule t2v/i2v becomes t2v" in notes[1]
 
 
+def test_shares_the_samples_cannot_give_stop_the_run_in_one_line(sets):
+    # the file says synthetic trains both tasks, its samples train T2V only: 0.7 of the windows cannot come from the
+    # T2V half of the steps
+    path = write_mixture(sets["out"] / "too_much.yaml", [
+        MixtureSource("synthetic", sets["out"] / "synthetic", 0.7, ("t2v", "i2v")),
+        MixtureSource("event", sets["out"] / "event", 0.3, ("t2v", "i2v")),
+    ])
+    with pytest.raises(InfeasibleShares) as e:
+        MixtureWindows.open(path, load_config("cpu", TINY).data, log=_silent)
+    assert str(e.value).startswith("set synthetic trains t2v only, which is 0.5 of the steps (t2v/i2v): its share "
+                                   "can be at most 0.5 (asked 0.7)")
+    assert "(of what the samples train: set synthetic" in str(e.value) and "\n" not in str(e.value)
+
+
 # ------------------------------------------------------------------------------------------------ training
 
 
@@ -143,9 +158,12 @@ def test_a_mixture_run_trains_both_tasks_and_logs_every_step(sets, cache, tmp_pa
     assert {k: v / 48 for k, v in counts.items()} == pytest.approx(expected["sets_by_task"])
     assert summary["realized"] == pytest.approx(expected["realized"])
     assert summary["requested"] == pytest.approx({"real_world": 0.5, "synthetic": 0.3, "event": 0.2})
-    # in the long run: T2V draws from all three (0.5/0.3/0.2), I2V from real_world and event (5/7, 2/7)
-    assert summary["expected"] == pytest.approx({"real_world": (0.5 + 5 / 7) / 2, "synthetic": 0.15,
-                                                 "event": (0.2 + 2 / 7) / 2})
+    # in the long run every set gets its weight's share: synthetic (T2V only) takes 0.6 of the T2V windows for its
+    # 0.3, and real_world and event keep their 5:2 on both tasks (T2V 2/7 and 0.8/7, I2V 5/7 and 2/7)
+    assert summary["expected"] == pytest.approx(summary["requested"], abs=1e-12)
+    weights = MixtureSampler(read_mixture(sets["mixture"])).task_shares()
+    assert weights == {"t2v": pytest.approx({"real_world": 2 / 7, "synthetic": 0.6, "event": 0.8 / 7}),
+                       "i2v": pytest.approx({"real_world": 5 / 7, "event": 2 / 7})}
     assert set(summary["tasks"]) == {"t2v", "i2v"} and summary["tasks"]["i2v"]["steps"] == 6
     assert (run / LOSS_PLOT).read_bytes()[:4] == b"\x89PNG"
     state = ckpt.read_state(ckpt.resolve(run))

@@ -3,9 +3,10 @@
 `MixtureWindows` follows the mixture file (`OUT/mixture.yaml`, an Energon metadataset read by
 `yume_core.mixture.read_mixture`) or a single shard folder. `MixtureSampler` decides (a pure function of the seed
 and the step number): step s trains task `schedule[s % len(schedule)]` (Yume-1.5 alternates T2V and I2V), and
-each of its windows comes from a set that trains that task, drawn by weight. The windows themselves come from one
-`WindowLoader` per (set, task): a set's T2V stream holds the windows of its samples that train T2V, its I2V
-stream those that train I2V. One stream per set would not do: samples of one set may train different tasks
+each of its windows comes from a set that trains that task, drawn by that task's per-task weights, solved so that
+every set gets its weight's share of all windows (`yume_core.mixture.task_weights`). The windows themselves come
+from one `WindowLoader` per (set, task): a set's T2V stream holds the windows of its samples that train T2V, its
+I2V stream those that train I2V. One stream per set would not do: samples of one set may train different tasks
 (a real-world clip without an event caption trains T2V only), so a single stream would have to drop or park the
 windows the step's task cannot use. Per (set, task), every stream position is exact and so is the resume: the
 checkpoint holds the sampler's seed and schedule and every stream's position, and a resumed run draws the same sets
@@ -13,8 +14,10 @@ and windows as an uninterrupted one.
 
 What a set can train is read from its `index.parquet` (the `tasks` of its ok samples) when it has one: a task the
 mixture lists for a set but none of its samples trains is dropped for that set, and a task of the schedule that no
-set can train is dropped from the schedule, each with a warning (so a real-world set without event captions still
-trains, on T2V). `MixtureWindows.simulate` reports requested against realised shares of exactly that sampler.
+set can train is dropped from the schedule, each with a warning. The shares are then solved for what the sets can
+train: a real-world set without event captions trains T2V only, and with the synthetic set it must fit into the
+T2V steps, or the run stops with one line saying how large their shares can be. `MixtureWindows.simulate` reports
+requested against realised shares of exactly that sampler.
 
 `DataConfig.workers` applies to each stream (5 streams of 2 workers are 10 reader processes); with none, the
 streams decode in the training process.
@@ -34,7 +37,7 @@ from pathlib import Path
 
 from training_stub.data import DataConfig, WindowLoader
 from yume_core import remote
-from yume_core.mixture import MixtureSampler, MixtureSource, read_mixture
+from yume_core.mixture import InfeasibleShares, MixtureSampler, MixtureSource, read_mixture
 from yume_core.samples import TASKS
 
 STATE_FORMAT = "mixture/1"
@@ -132,13 +135,17 @@ class MixtureWindows:
             self._note(f"the schedule {'/'.join(schedule)} becomes {'/'.join(kept)}: no set trains "
                        f"{', '.join(sorted(set(schedule) - set(kept)))}", log)
         self.sources = effective
-        self.sampler = MixtureSampler(effective, kept, seed)
+        try:
+            self.sampler = MixtureSampler(effective, kept, seed)
+        except InfeasibleShares as e:
+            raise InfeasibleShares(f"{e}" + (f" (of what the samples train: {'; '.join(self.notes)})"
+                                               if self.notes else "")) from None
         names = [s.name for s in effective]
         self.streams: dict[tuple[int, str], _Stream] = {}
         for i, s in enumerate(effective):
             label = s.name if names.count(s.name) == 1 else f"{s.name}#{i}"
             for task in s.tasks:
-                if task in kept and s.weight > 0:
+                if task in kept and self.sampler.weights[task][i] > 0:  # drawn on that task's steps
                     target = shards[i] if shards is not None else s.path
                     config = dataclasses.replace(data, seed=stream_seed(data.seed, label, task))
                     self.streams[(i, task)] = _Stream(f"{label}/{task}", WindowLoader(target, config, task=task))
@@ -179,16 +186,9 @@ class MixtureWindows:
         return self.sampler.requested()
 
     def expected(self) -> dict[str, float]:
-        """The share of windows each set gets in the long run: per task of the schedule, the weights of the sets
-        that train it, normalised, averaged over the schedule. It differs from the requested weights when a set
-        does not train every task (the synthetic set trains T2V only)."""
-        share = dict.fromkeys((s.name for s in self.sources), 0.0)
-        for task in self.schedule:
-            able = [s for s in self.sources if task in s.tasks and s.weight > 0]
-            total = sum(s.weight for s in able)
-            for s in able:
-                share[s.name] += s.weight / total / len(self.schedule)
-        return share
+        """The share of windows each set gets in the long run under the sampler's per-task weights: the requested
+        share (up to rounding), since the weights are solved for it."""
+        return self.sampler.expected()
 
     def simulate(self, steps: int, batch: int, start: int = 0) -> dict:
         return self.sampler.simulate(steps, batch, start)

@@ -208,19 +208,24 @@ def _screening(out: Path, info: dict) -> dict | None:
 
 
 def _mixture(out: Path, record: dict) -> dict | None:
-    """Requested weight shares against those a seeded simulation of the trainer's sampler draws."""
-    from yume_core.mixture import MixtureSampler, read_mixture
+    """Requested weight shares against those a seeded simulation of the trainer's sampler draws, per set and, with
+    the per-task weights it draws by, per task."""
+    from yume_core.mixture import MixtureSampler, default_schedule, read_mixture
 
     if not record.get("mixture") or not (out / record["mixture"]).is_file():
         return None
     sources = read_mixture(out / record["mixture"])
-    schedule = tuple(t for t in TASKS if any(t in s.tasks and s.weight > 0 for s in sources))
+    schedule = default_schedule(sources)
     sim = MixtureSampler(sources, schedule=schedule).simulate(MIX_STEPS)
+    per_task = "; ".join(f"{t}: " + ", ".join(f"{n} {w:.3f}" for n, w in ws.items())
+                         for t, ws in sim["task_weights"].items())
     return {"file": record["mixture"], "schedule": list(schedule), "simulated_steps": MIX_STEPS,
             "requested": sim["requested"], "realized": sim["realized"], "tasks": sim["tasks"],
-            "sets_by_task": sim["sets_by_task"],
-            "note": "the trainer alternates the tasks of the schedule and draws each sample from the sets that "
-                    "train the step's task, so a set that trains fewer tasks gets less than its weight share"}
+            "sets_by_task": sim["sets_by_task"], "task_weights": sim["task_weights"],
+            "realized_by_task": sim["realized_by_task"],
+            "note": "a weight is the set's share of the samples: the trainer alternates the tasks of the schedule "
+                    "and draws each task's samples with per-task weights solved so that every set gets its share "
+                    f"from the tasks it trains ({per_task})"}
 
 
 def _stages(record: dict) -> dict:
