@@ -168,12 +168,24 @@ def test_bad_settings_and_a_mismatched_cache_are_clear_errors(tmp_path, cache):
               windows=[], log=_silent)
 
 
-def test_bf16_autocast_trains_on_cpu(cache):
-    config = load_config("cpu", {**SMALL, "autocast": "bf16"})
+@pytest.mark.parametrize("autocast, dtype", [("bf16", torch.bfloat16), ("off", torch.float32)])
+def test_bf16_autocast_trains_on_cpu(cache, autocast, dtype):
+    """`autocast: bf16` really runs the step's matmuls in bf16 on a CPU (hooks record what the blocks' linear layers
+    compute in, so a step that never entered autocast fails), keeps the weights fp32, and trains; `off` computes
+    in fp32."""
+    config = load_config("cpu", {**SMALL, "autocast": autocast})
     from training_stub.train import TextSide, batches
 
     trainer = Trainer(config, text_dim=32)
+    seen = []
+    block = trainer.model.blocks[0]
+    layers = {"self-attention": block.attn.qkv, "mlp": block.mlp[0], "channel fusion": block.fusion.kv}
+    hooks = [m.register_forward_hook(lambda _m, _args, out, name=name: seen.append((name, out.dtype)))
+             for name, m in layers.items()]
     stream = batches(iter(ExactWindows(config, PHRASES[:3])), TextSide("tiny-random", 64, cache), config)
     losses = [trainer.train_step([next(stream)]) for _ in range(2)]
+    for hook in hooks:
+        hook.remove()
+    assert {name for name, _ in seen} == set(layers) and {d for _, d in seen} == {dtype}, seen
     assert all(0 < loss < 10 for loss in losses)
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # weights stay fp32 (mixed precision)
