@@ -388,7 +388,9 @@ def attention_probe(device, dtype, shape: tuple[int, int, int, int], repeats: in
 
 
 def wan_forward_flops(config: dict, latent: tuple, text_len: int) -> dict:
-    """Model FLOPs of one WanTransformer3DModel forward (multiply-add = 2), from the shapes."""
+    """Model FLOPs of one WanTransformer3DModel forward (multiply-add = 2), from the shapes: every matmul, the
+    patch embedding and the attention products, the timestep embedding included (negligible at 14B, but it is what
+    makes the count exact, so a test can hold it to torch's FLOP counter without a tolerance)."""
     c, t, h, w = latent
     pt, ph, pw = config["patch_size"]
     d = config["num_attention_heads"] * config["attention_head_dim"]
@@ -400,7 +402,8 @@ def wan_forward_flops(config: dict, latent: tuple, text_len: int) -> dict:
     layers = config["num_layers"] * (self_proj + self_attn + cross + ffn)
     ends = 2 * n * d * c * pt * ph * pw + 2 * n * d * config["out_channels"] * pt * ph * pw
     text = 2 * text_len * (config["text_dim"] * d + d * d)
-    total = layers + ends + text
+    timestep = 2 * (config["freq_dim"] * d + d * d + d * 6 * d)  # sinusoid -> d -> d, then the 6 modulations
+    total = layers + ends + text + timestep
     return {"total": total, "attention_share": config["num_layers"] * self_attn / total, "tokens": n}
 
 

@@ -12,7 +12,6 @@ import pytest
 
 from shards import verify_shards
 from shards.energon import IDX_SUFFIX, META_DIR
-from yume_core.mixture import read_mixture
 from yume_core.samples import COMMON_FIELDS, SETS, check_sample
 
 pytestmark = pytest.mark.slow
@@ -25,7 +24,16 @@ def test_every_set_verifies_with_decoding(demo_build):
         assert report.samples > 0, name
 
 
+def _blend(path: Path) -> list[dict]:
+    """The mixture file's blend entries as Energon reads them (weight, path, subflavors), straight from the YAML."""
+    import yaml
+
+    return yaml.safe_load(path.read_text())["splits"]["train"]["blend"]
+
+
 def _energon_samples(path: Path, n: int) -> list[dict]:
+    """`n` samples of the mixture through Energon's own loader, each cooked by the cooker registered for its blend
+    entry's subflavors (one per entry, matched by `has_subflavors`); each says which cooker cooked it."""
     from megatron.energon import (
         Cooker,
         DefaultTaskEncoder,
@@ -37,15 +45,18 @@ def _energon_samples(path: Path, n: int) -> list[dict]:
         stateless,
     )
 
-    @stateless
-    def cook(sample: dict) -> TextSample:
-        meta = sample["json"]  # Energon decodes the json member itself
-        members = sorted(k for k in sample if not k.startswith("__"))
-        info = {"subflavors": sample["__subflavors__"], "meta": meta, "members": members}
-        return TextSample(**basic_sample_keys(sample), text=json.dumps(info))
+    def cooker(subflavors: dict) -> Cooker:
+        @stateless
+        def cook(sample: dict) -> TextSample:
+            meta = sample["json"]  # Energon decodes the json member itself
+            members = sorted(k for k in sample if not k.startswith("__"))
+            info = {"cooker": subflavors, "subflavors": sample["__subflavors__"], "meta": meta, "members": members}
+            return TextSample(**basic_sample_keys(sample), text=json.dumps(info))
+
+        return Cooker(cook, has_subflavors=subflavors)
 
     class Encoder(DefaultTaskEncoder):
-        cookers = [Cooker(cook)]
+        cookers = [cooker(entry["subflavors"]) for entry in _blend(path)]
 
         def batch(self, samples):
             return samples
@@ -60,21 +71,40 @@ def _energon_samples(path: Path, n: int) -> list[dict]:
     return out
 
 
-def test_megatron_energon_iterates_the_mixture_with_each_sets_subflavors(demo_build):
+# Energon's blend draws each sample's set independently with probability weight / sum of weights
+# (`BlendDataset`: one `choice_idx` per sample), so the counts of N samples are multinomial. Pearson's chi-square
+# with (sets - 1) degrees of freedom then says how far they may stray: p < 0.001 fails (the loader is seeded, so a
+# pass is a pass every run). N = 600 makes it sharp: weights ignored (equal shares instead of 0.5/0.25/0.25) give
+# chi-square ~67 (p ~ 1e-15); 0.08 of share moved from one set to another, ~23 (p ~ 1e-5).
+ENERGON_SAMPLES = 600
+SHARE_P_MIN = 0.001
+
+
+def test_megatron_energon_iterates_the_mixture_with_a_cooker_per_subflavor(demo_build):
     pytest.importorskip("megatron.energon")
-    samples = _energon_samples(demo_build / "mixture.yaml", 60)
-    assert len(samples) == 60
-    by_set = Counter(s["subflavors"]["set"] for s in samples)
-    assert set(by_set) == set(SETS), by_set
+    from scipy.stats import chisquare
+
+    blend = _blend(demo_build / "mixture.yaml")
+    assert sorted(e["subflavors"]["set"] for e in blend) == sorted(SETS)
+    samples = _energon_samples(demo_build / "mixture.yaml", ENERGON_SAMPLES)
+    assert len(samples) == ENERGON_SAMPLES
     for s in samples:
         meta = s["meta"]
+        assert s["cooker"] == s["subflavors"]  # the cooker registered for the sample's own subflavors cooked it
         assert check_sample(meta) == []
         assert meta["set"] == s["subflavors"]["set"]
         assert set(meta["tasks"]) <= set(s["subflavors"]["tasks"].split("+"))
         assert "mp4" in s["members"] and "json" in s["members"]
         assert ("jpg" in s["members"]) == (meta["set"] == "event")
-    weights = {src.name: src.weight for src in read_mixture(demo_build / "mixture.yaml")}
-    assert by_set["real_world"] > by_set["synthetic"] * weights["real_world"] / weights["synthetic"] / 3
+    by_set = Counter(s["subflavors"]["set"] for s in samples)
+    total = sum(e["weight"] for e in blend)
+    names = [e["subflavors"]["set"] for e in blend]
+    expected = [ENERGON_SAMPLES * e["weight"] / total for e in blend]
+    observed = [by_set[name] for name in names]
+    p = chisquare(observed, expected).pvalue
+    shares = {name: (round(o / ENERGON_SAMPLES, 3), round(e / ENERGON_SAMPLES, 3))
+              for name, o, e in zip(names, observed, expected)}
+    assert p >= SHARE_P_MIN, f"Energon's shares (drawn, from the weights) {shares}: chi-square p = {p:.2g}"
 
 
 def test_our_energon_metadata_is_what_energon_prepare_writes(demo_build, tmp_path):

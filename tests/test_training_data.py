@@ -125,6 +125,34 @@ def test_cut_windows_keeps_the_first_latent_and_a_bounded_history():
     assert [w.history.tolist() for w in cut_windows(25, 8, 0, SPACE)] == [[0], [0], [0]]
 
 
+def test_a_share_of_windows_carries_a_long_history_drawn_per_clip_and_chunk():
+    """`long_history` of the windows keep more than `max_history_chunks`: from one chunk more up to
+    `long_history_chunks`, never more than the clip has; the draw is a function of the key, so cutting the same clip
+    again gives the same windows, and another key (seed, epoch) other ones."""
+    def cut(key, share=0.25):
+        return cut_windows(1 + 4 * 400, 4, 8, SPACE, long_history=share, long_history_chunks=32, key=key)
+
+    windows = cut("0:0:clip")
+    lengths = np.array([len(w.history) - 1 for w in windows])  # latents before the chunk, the first one aside
+    capped = np.minimum(np.arange(len(windows)) * 4, 32)
+    long = lengths > capped
+    assert 0.20 < long.mean() < 0.30, long.mean()  # 400 windows: +-0.05 is 2.3 standard deviations
+    assert np.all(lengths[~long] == capped[~long])
+    assert set(lengths[long] // 4) <= set(range(9, 33)) and len(set(lengths[long] // 4)) > 15
+    assert all(w.history[0] == 0 and np.all(np.diff(w.history[1:]) == 1) and w.history[-1] == w.chunk_start - 1
+               for w in windows[1:])
+    assert [w.history.tolist() for w in cut("0:0:clip")] == [w.history.tolist() for w in windows]
+    assert [len(w.history) for w in cut("0:1:clip")] != [len(w.history) for w in windows]
+    # early windows have less history than a long draw asks for: they keep what there is
+    early = cut_windows(1 + 4 * 10, 4, 1, SPACE, long_history=1.0, long_history_chunks=32, key="k")
+    assert [len(w.history) for w in early] == [1 + 4 * k for k in range(10)]
+    assert [len(w.history) for w in cut("0:0:clip", share=0.0)] == [1 + c for c in capped]
+    with pytest.raises(ValueError, match="long_history is a share"):
+        DataConfig(long_history=1.5)
+    with pytest.raises(ValueError, match="long_history_chunks must be a non-negative integer"):
+        DataConfig(long_history_chunks=-1)
+
+
 def test_window_actions_hand_checked():
     chunks = [{"start_frame": 32 * i, "end_frame": 32 * i + 31, "phrase": p} for i, p in enumerate("ABBC")]
     ws = cut_windows(33, 8, 8, SPACE)  # 129 frames: windows at frames 1-32, 33-64, 65-96, 97-128
@@ -295,10 +323,15 @@ def test_resume_is_exact(data, workers, cuts):
     """A loader resumed from a saved position hands out exactly what an uninterrupted one would have, in order:
     mid-shard with windows in the shuffle buffer, while the buffer drains at the end of an epoch, in the next epoch,
     and with workers, whose turn comes next."""
-    cfg = DataConfig(shuffle_buffer=3, workers=workers, seed=5)
-    straight = list(WindowLoader(data["plain"], cfg, epochs=2))
+    # 2-latent chunks and no history but the first latent, except for the long half of the windows, so windows
+    # differ in their drawn history and a resume must draw the same
+    cfg = DataConfig(chunk_latents=2, max_history_chunks=0, long_history=0.5, long_history_chunks=8, shuffle_buffer=3,
+                     workers=workers, seed=5)
+    uninterrupted = WindowLoader(data["plain"], cfg, epochs=2)
+    straight = list(uninterrupted)
     everything = [w["key"] for w in straight]
-    assert sorted(everything) == sorted(_keys(WindowLoader(data["plain"], DataConfig(), epochs=1)) * 2)
+    assert sorted(everything) == sorted(_keys(WindowLoader(data["plain"], cfg, epochs=1)) * 2)
+    assert {len(w["history"]) == 1 for w in straight if w["chunk_index"]} == {True, False}
     for cut in cuts:
         first = WindowLoader(data["plain"], cfg, epochs=2)
         it = iter(first)
@@ -310,8 +343,8 @@ def test_resume_is_exact(data, workers, cuts):
         rest = list(resumed)
         assert seen + [w["key"] for w in rest] == everything, cut
         assert torch.equal(rest[0]["chunk"], straight[cut]["chunk"])
-        assert torch.equal(rest[0]["history"], straight[cut]["history"])
-        assert resumed.stats == {"windows": 14, "too_short": 2}
+        assert all(torch.equal(a["history"], b["history"]) for a, b in zip(rest, straight[cut:]))
+        assert resumed.stats == uninterrupted.stats and resumed.stats["windows"] == len(everything)
     with pytest.raises(ValueError, match="shard order differs"):
         WindowLoader(data["plain"], DataConfig(seed=6)).load_state_dict(state)
     with pytest.raises(ValueError, match="shuffle buffer"):

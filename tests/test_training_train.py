@@ -168,12 +168,63 @@ def test_bad_settings_and_a_mismatched_cache_are_clear_errors(tmp_path, cache):
               windows=[], log=_silent)
 
 
-def test_bf16_autocast_trains_on_cpu(cache):
-    config = load_config("cpu", {**SMALL, "autocast": "bf16"})
+@pytest.mark.parametrize("autocast, dtype", [("bf16", torch.bfloat16), ("off", torch.float32)])
+def test_bf16_autocast_trains_on_cpu(cache, autocast, dtype):
+    """`autocast: bf16` really runs the step's matmuls in bf16 on a CPU (hooks record what the blocks' linear layers
+    compute in, so a step that never entered autocast fails), keeps the weights fp32, and trains; `off` computes
+    in fp32."""
+    config = load_config("cpu", {**SMALL, "autocast": autocast})
     from training_stub.train import TextSide, batches
 
     trainer = Trainer(config, text_dim=32)
+    seen = []
+    block = trainer.model.blocks[0]
+    layers = {"self-attention": block.attn.qkv, "mlp": block.mlp[0], "channel fusion": block.fusion.kv}
+    hooks = [m.register_forward_hook(lambda _m, _args, out, name=name: seen.append((name, out.dtype)))
+             for name, m in layers.items()]
     stream = batches(iter(ExactWindows(config, PHRASES[:3])), TextSide("tiny-random", 64, cache), config)
     losses = [trainer.train_step([next(stream)]) for _ in range(2)]
+    for hook in hooks:
+        hook.remove()
+    assert {name for name, _ in seen} == set(layers) and {d for _, d in seen} == {dtype}, seen
     assert all(0 < loss < 10 for loss in losses)
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # weights stay fp32 (mixed precision)
+
+
+def test_a_long_history_trains_the_channel_path_past_what_the_temporal_spatial_path_keeps():
+    """The `cpu` preset's tiers keep the newest 32 history latents (and the first) in self-attention; a long window
+    (`DataConfig.long_history`) has older ones, which reach the loss only through the channel path. So, once training
+    has moved the zero-initialised layers: the loss has a gradient on those latents and on the channel path's
+    parameters, and the temporal-spatial tokens alone have none on them."""
+    from training_stub.windows import cut_windows
+
+    config = load_config("cpu", {"batch_size": 1, "text_dropout": 0.0})
+    data, chunk = config.data, config.data.chunk_latents
+    windows = cut_windows(1 + 14 * chunk, chunk, data.max_history_chunks, data.latents, long_history=1.0,
+                          long_history_chunks=data.long_history_chunks, key="clip")
+    window = windows[-1]
+    kept = data.max_history_chunks * chunk  # what the tiers keep too
+    assert config.model.tscm.tiers[-1][0] == kept and len(window.history) == 1 + 13 * chunk > 1 + kept
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(1 + 14 * chunk, data.latents.channels, *data.latents.latent_size, generator=g)
+    context = [torch.randn(3, 32, generator=g)]
+
+    def batch(history):
+        w = {"history": history, "chunk": latents[window.chunk_start : window.chunk_stop],
+             "chunk_start": window.chunk_start}
+        return collate([w], context, chunk)
+
+    trainer = Trainer(config, text_dim=32)
+    for _ in range(2):  # adaLN-Zero: the output layer leaves zero in the first step, the up-projections in the next
+        trainer.train_step([batch(latents[window.history])])
+    model = trainer.model
+    history = latents[window.history].clone().requires_grad_()
+    trainer.loss(batch(history)).backward()
+    old = slice(1, len(window.history) - kept)  # after the first latent, before the newest `kept`
+    assert history.grad[old].abs().amax(dim=(1, 2, 3)).min() > 0  # every old latent reaches the loss
+    assert model.history.channel.weight.grad.abs().sum() > 0
+    assert all(block.fusion.kv.weight.grad.abs().sum() > 0 for block in model.blocks)
+    alone = history.detach().clone().requires_grad_()
+    model.history.temporal_spatial(alone, window.chunk_start, "tscm").sum().backward()
+    assert torch.count_nonzero(alone.grad[old]) == 0
+    assert alone.grad[0].abs().sum() > 0 and alone.grad[old.stop :].abs().amax(dim=(1, 2, 3)).min() > 0

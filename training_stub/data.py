@@ -79,6 +79,10 @@ class DataConfig:
     latents: LatentSpace = field(default_factory=LatentSpace)
     chunk_latents: int = 8  # latents per chunk (Yume-1.5: 32 frames = 8 latents)
     max_history_chunks: int = 8  # history kept before the current chunk (in chunks); shorter clips -> shorter history
+    # a share of windows keeps up to `long_history_chunks` instead, when that is more (`training_stub.windows`: why,
+    # and how they are drawn)
+    long_history: float = 0.25
+    long_history_chunks: int = 32
     shuffle_buffer: int = 64
     workers: int = 0
     seed: int = 0
@@ -86,10 +90,12 @@ class DataConfig:
     def __post_init__(self):
         if not isinstance(self.chunk_latents, int) or self.chunk_latents < 1:
             raise ValueError(f"chunk_latents must be a positive integer, got {self.chunk_latents!r}")
-        for name in ("max_history_chunks", "shuffle_buffer", "workers"):
+        for name in ("max_history_chunks", "long_history_chunks", "shuffle_buffer", "workers"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if not 0 <= self.long_history <= 1:
+            raise ValueError(f"long_history is a share of windows, in [0, 1], got {self.long_history!r}")
 
 
 # ------------------------------------------------------------------------------------------------ shards
@@ -144,9 +150,11 @@ def decode_clip(data: bytes, space: LatentSpace) -> np.ndarray:
     return np.ascontiguousarray(space.crop_frames(np.stack(frames)))
 
 
-def clip_windows(sample: dict, config: DataConfig, task: str | None = None) -> tuple[list[dict], Counter]:
-    """The training windows of one shard sample ({"__key__", "json", "mp4", ...} as bytes) and the skip counts.
-    With `task`, a sample that does not train it gives no window (counted `task_not_trained`, mp4 not decoded)."""
+def clip_windows(sample: dict, config: DataConfig, task: str | None = None, epoch: int = 0
+                 ) -> tuple[list[dict], Counter]:
+    """The training windows of one shard sample ({"__key__", "json", "mp4", ...} as bytes) in `epoch` (which of
+    them carry a long history is drawn per epoch) and the skip counts. With `task`, a sample that does not train it
+    gives no window (counted `task_not_trained`, mp4 not decoded)."""
     key = sample.get("__key__", "")
     skipped: Counter = Counter()
     try:
@@ -168,7 +176,8 @@ def clip_windows(sample: dict, config: DataConfig, task: str | None = None) -> t
         skipped["video_undecodable"] += 1
         return [], skipped
     space = config.latents
-    windows = cut_windows(space.num_latents(len(frames)), config.chunk_latents, config.max_history_chunks, space)
+    windows = cut_windows(space.num_latents(len(frames)), config.chunk_latents, config.max_history_chunks, space,
+                          config.long_history, config.long_history_chunks, f"{config.seed}:{epoch}:{key}")
     if not windows:
         skipped["too_short"] += 1
         return [], skipped
@@ -260,7 +269,7 @@ class _WindowStream(IterableDataset):
         for (e, p), clips in wanted.items():
             for j, sample in enumerate(self._samples(e, p)):
                 if j in clips:
-                    for k, w in enumerate(clip_windows(sample, self.config, self.task)[0]):
+                    for k, w in enumerate(clip_windows(sample, self.config, self.task, e)[0]):
                         found[(e, p, j, k)] = w
                 if j >= max(clips):
                     break
@@ -302,7 +311,7 @@ class _WindowStream(IterableDataset):
                         if j < sample0:
                             continue
                         resumed_clip = j == sample0 and window0 > 0
-                        windows, skipped = clip_windows(sample, cfg, self.task)
+                        windows, skipped = clip_windows(sample, cfg, self.task, epoch)
                         if not resumed_clip:  # counted when the clip was first read
                             stats.update(skipped)
                         for k in range(window0 if resumed_clip else 0, len(windows)):
@@ -319,7 +328,9 @@ class _WindowStream(IterableDataset):
                             window = item[1]
                             window[_STATE] = (slot, snapshot(epoch, p, *after))
                             yield window
-                        sample0 = window0 = 0
+                    # past the shard, not past the first clip read: a position saved after a shard's last window
+                    # points one clip past its end, and the next shard is read from its first clip
+                    sample0 = window0 = 0
                     if empty is not None:  # read in full, nothing found
                         empty.add(order[p])
                 epoch, pos, sample0, window0 = epoch + 1, 0, 0, 0

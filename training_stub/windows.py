@@ -7,9 +7,16 @@ frame, the image an I2V model starts from, and is never a chunk to predict. Chun
 Only whole chunks are windows; a trailing partial chunk is dropped, like the trailing partial action chunk of the
 quantizer, so every window's chunk has exactly L latents. A clip shorter than 1 + L*t frames has no window.
 
-History. The latents before the chunk, oldest first: all of them while there are at most `max_history_chunks * L`
-(+ the first latent), else latent 0 followed by the `max_history_chunks * L` latents right before the chunk
-(Yume-1.5 keeps the first frame's latent however far the generation has gone).
+History. The latents before the chunk, oldest first: all of them while there are at most `H * L` (+ the first
+latent), else latent 0 followed by the `H * L` latents right before the chunk (Yume-1.5 keeps the first frame's
+latent however far the generation has gone). `H` is `max_history_chunks`, except for a `long_history` share of
+windows, which get an `H` drawn uniformly from `max_history_chunks + 1 .. long_history_chunks` (`history_chunks`;
+no window is long when `long_history_chunks` is not above `max_history_chunks`).
+Why: TSCM's temporal-spatial path keeps only the newest latents (32 with the default tiers, as many as the `cpu`
+preset's `max_history_chunks` keeps), and older history reaches the model only through its channel path. A rollout
+goes far past that (the inference check: 77-125 latents), so training needs windows in that regime too, or the
+channel path never learns to carry what the temporal-spatial path has dropped. The draws are a hash of the seed,
+the epoch, the clip's key and the chunk's index: a clip read again (a resume) is cut into the same windows.
 
 Actions. Labels live on the pose timeline (`actions.frames` frames at `actions.fps`); the mp4 may have been resampled
 to another rate, so a window is mapped by time, not by frame number (`timeline_scale`; pose i is frame i when the
@@ -30,6 +37,7 @@ only) are read the way they were written: T2V on Sekai's scene caption, I2V on t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,14 +56,30 @@ class Window:
     frame_end: int  # last frame of the chunk (inclusive)
 
 
-def cut_windows(num_latents: int, chunk_latents: int, max_history_chunks: int, space: LatentSpace) -> list[Window]:
-    """The windows of a clip with `num_latents` latents (see the module docstring)."""
+def history_chunks(key: str, chunk_index: int, max_history_chunks: int, long_history: float = 0.0,
+                   long_history_chunks: int = 0) -> int:
+    """How many chunks of history the window `chunk_index` of the clip drawn as `key` keeps (see the module
+    docstring): two uniforms from a hash of (key, chunk_index), one deciding whether the window is long, one its
+    length."""
+    if long_history <= 0 or long_history_chunks <= max_history_chunks:
+        return max_history_chunks
+    digest = hashlib.blake2b(f"{key}#{chunk_index}".encode(), digest_size=16).digest()
+    is_long, length = (int.from_bytes(digest[i : i + 8], "little") / 2**64 for i in (0, 8))
+    if is_long >= long_history:
+        return max_history_chunks
+    return max_history_chunks + 1 + int(length * (long_history_chunks - max_history_chunks))
+
+
+def cut_windows(num_latents: int, chunk_latents: int, max_history_chunks: int, space: LatentSpace,
+                long_history: float = 0.0, long_history_chunks: int = 0, key: str = "") -> list[Window]:
+    """The windows of a clip with `num_latents` latents (see the module docstring); `key` names the clip's draw of
+    long histories (its seed, epoch and sample key)."""
     n_chunks = max(0, (num_latents - 1) // chunk_latents)
-    keep = max_history_chunks * chunk_latents
     out = []
     for k in range(n_chunks):
         start = 1 + k * chunk_latents
         stop = start + chunk_latents
+        keep = history_chunks(key, k, max_history_chunks, long_history, long_history_chunks) * chunk_latents
         if start <= keep + 1:
             history = np.arange(start, dtype=np.int64)
         else:
