@@ -1,4 +1,5 @@
-"""`yume-data actions`: label camera trajectories (`actions PATHS -o OUT.parquet`, the default subcommand `label`)."""
+"""`yume-data actions`: label camera trajectories (`actions PATHS -o OUT.parquet`, the default subcommand `label`),
+and `actions view`: the overlay page that draws the labels under the videos for a person to spot-check them."""
 
 from __future__ import annotations
 
@@ -62,3 +63,27 @@ def label(paths, output, stride, translation_threshold, rotation_threshold, mode
     counts = quantize_actions.flag_counts(table["trajectory_flags"])
     click.echo(format_summary(summarize(table), f"actions ({config.mode}) -> {output}"), err=True)
     click.echo("  trajectory flags: " + ", ".join(f"{k} {v}" for k, v in counts.items()), err=True)
+
+
+@actions.command("view")
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for index.html and its preview videos.")
+@click.option("--per-label", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Clips shown per (keys, mouse) label, chosen by the label that covers most of each clip.")
+@click.option("--videos", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder searched for <stem>.mp4 when the manifest names no video (`actions` output).")
+@click.option("--seed", default=0, show_default=True, help="Which clips are sampled (the page is reproducible).")
+def view(source, output, per_label, videos, seed):
+    """Write an overlay page for SOURCE: a manifest.parquet (of `actions` or `real-world`) or the real-world flow's
+    output folder. Each sampled clip plays with its per-step keys and mouse drawn under it as a timeline, the current
+    label shown as it plays, for both labelling modes when its poses can be read."""
+    from quantize_actions.overlay import write_overlay
+    from yume_core.errors import InputError
+    from yume_core.manifest import read_manifest
+
+    path = source / "manifest.parquet" if source.is_dir() else source
+    if not path.is_file():
+        raise InputError(source, "holds no manifest.parquet", "pass a manifest or the real-world flow's output folder")
+    page = write_overlay(read_manifest(path), output, per_label=per_label, videos=videos, seed=seed)
+    click.echo(f"overlay page: {page}")

@@ -4,7 +4,7 @@ trajectory checks.
 Main entry points: `quantize_files` (trajectory files -> one manifest row each) and `quantize_table` (the
 manifest stage). `label` / `label_many` label poses under the configured mode: `published` (Yume's rule,
 `quantize` / `quantize_many`, with `reference_quantize` its plain per-step oracle) or `heading`. `check_many`
-flags jitter, jumps and frozen stretches.
+flags jitter, jumps and frozen stretches; `write_overlay` draws the labels under the videos for a person to check.
 """
 
 from quantize_actions.batch import TrajectoryBatch
@@ -14,6 +14,7 @@ from quantize_actions.heading import heading_batch
 from quantize_actions.histogram import action_histogram, plot_action_histogram
 from quantize_actions.metrics import motion_metrics, motion_metrics_batch, motion_metrics_many
 from quantize_actions.modes import label, label_batch, label_many
+from quantize_actions.overlay import write_overlay
 from quantize_actions.reference import reference_motion, reference_quantize
 from quantize_actions.rule import BatchLabels, quantize, quantize_batch, quantize_many
 from quantize_actions.segments import Spans, chunks, fixed_chunks, segment_runs, segments
@@ -81,4 +82,5 @@ __all__ = [
     "segment_runs",
     "segments",
     "validate_poses",
+    "write_overlay",
 ]
