@@ -196,12 +196,15 @@ def shards_write(manifest, output, shard_max_count, shard_max_bytes, no_poses, f
 @main.command("export-yume")
 @click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False))
-def export_yume(manifest, output):
-    """Write action segments in the folder layout Yume's trainer reads (Keys_*_Mouse_*/<stem>_frames_a-b.*)."""
+@click.option("--min-frames", default=33, show_default=True, type=click.IntRange(min=2),
+              help="Drop shorter segments (Yume's loader samples 33 frames).")
+def export_yume(manifest, output, min_frames):
+    """Write action segments in the folder layout Yume's trainer reads (Keys_*_Mouse_*/<stem>_frames_a-b.*), the
+    full clips its loader takes history from (full_mp4/<youtubeId>/<stem>.mp4) and a README naming both."""
     import shards
     from yume_core.manifest import format_summary, read_manifest, summarize
 
-    written = shards.export_yume(read_manifest(manifest), output)
+    written = shards.export_yume(read_manifest(manifest), output, min_frames=min_frames)
     click.echo(format_summary(summarize(written), f"export-yume -> {output}"))
 
 
