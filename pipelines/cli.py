@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from pipelines.cli_actions import actions, quantize_options, quantize_overrides
 from pipelines.cli_build import build
 from pipelines.cli_common import (
     InputErrorGroup,
@@ -38,35 +39,6 @@ def main(debug: bool) -> None:
     """Build Yume-1.5-style world-model training data: actions, captions, synthesis, filtering, shards."""
 
 
-def _quantize_options(f):
-    f = click.option("--rotation-threshold", type=float, help="Radians per stride step (default 1e-3).")(f)
-    f = click.option("--translation-threshold", type=float, help="Per stride step (default 1e-4).")(f)
-    f = click.option("--stride", type=int, help="Use every N-th pose (default 1).")(f)
-    return f
-
-
-def _quantize_overrides(stride, translation_threshold, rotation_threshold) -> dict:
-    return {"stride": stride, "translation_threshold": translation_threshold, "rotation_threshold": rotation_threshold}
-
-
-@main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--output", "-o", required=True, type=click.Path(path_type=Path), help="Parquet file to write.")
-@_quantize_options
-@click.option("--workers", type=int, default=None, help="Threads for reading files (default: CPU count).")
-def actions(paths, output, stride, translation_threshold, rotation_threshold, workers):
-    """Quantize camera trajectories (.npy (N,4,4) or Sekai .npz) into keyboard/mouse labels, one row per file."""
-    import quantize_actions
-    from yume_core.config import from_dict, merge
-    from yume_core.manifest import format_summary, summarize, write_manifest
-
-    overrides = _quantize_overrides(stride, translation_threshold, rotation_threshold)
-    config = from_dict(quantize_actions.QuantizeConfig, merge({}, overrides), "actions")
-    table = quantize_actions.quantize_files(list(paths), config, workers=workers)
-    write_manifest(table, output)
-    click.echo(format_summary(summarize(table), f"actions -> {output}"), err=True)
-
-
 @main.command("real-world")
 @click.option("--csv", "csv_path", required=True, type=PathOrURL(exists=True, dir_okay=False),
               help="Sekai annotation CSV (a path or an s3:// URL).")
@@ -82,7 +54,7 @@ def actions(paths, output, stride, translation_threshold, rotation_threshold, wo
 @click.option("--batch-size", type=int, help="Rows per task (default 256).")
 @runner_options(workers="CPU count", gpus="for captioning, a vLLM engine's tensor-parallel size, 1 for a "
                                           "transformers model, 0 for tiny-random or openai")
-@_quantize_options
+@quantize_options
 @click.option("--shard-max-count", type=int, help="Samples per shard at most.")
 @click.option("--shard-max-bytes", type=int, help="Bytes per shard at most.")
 @click.option("--no-poses", is_flag=True, help="Leave the poses (.npy) out of the shards.")
@@ -96,7 +68,8 @@ def actions(paths, output, stride, translation_threshold, rotation_threshold, wo
               help="Trust CSV paths that leave --videos / --trajectories (../, absolute, symlinks out); "
                    "otherwise such rows fail as path_outside_root.")
 def real_world(csv_path, videos, trajectories, output, preset, config, batch_size, task_runner, workers, ray_address,
-               gpus_per_worker, stride, translation_threshold, rotation_threshold, shard_max_count, shard_max_bytes, no_poses, fps, size,
+               gpus_per_worker, stride, translation_threshold, rotation_threshold, mode, drop_flags, shard_max_count,
+               shard_max_bytes, no_poses, fps, size,
                captioner, endpoints, caption_model, allow_outside_root):
     """Sekai clips -> actions -> (captions) -> WebDataset shards, as a resumable Prefect flow."""
     prefect_env()
@@ -107,7 +80,7 @@ def real_world(csv_path, videos, trajectories, output, preset, config, batch_siz
         "batch_size": batch_size,
         "allow_outside_root": allow_outside_root,
         "runner": runner_overrides(task_runner, workers, ray_address, gpus_per_worker),
-        "actions": _quantize_overrides(stride, translation_threshold, rotation_threshold),
+        "actions": quantize_overrides(stride, translation_threshold, rotation_threshold, mode, drop_flags),
         "shards": shard_overrides(shard_max_count, shard_max_bytes, no_poses, fps, size),
     }
     if captioner or endpoints or caption_model:
@@ -223,12 +196,15 @@ def shards_write(manifest, output, shard_max_count, shard_max_bytes, no_poses, f
 @main.command("export-yume")
 @click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False))
-def export_yume(manifest, output):
-    """Write action segments in the folder layout Yume's trainer reads (Keys_*_Mouse_*/<stem>_frames_a-b.*)."""
+@click.option("--min-frames", default=33, show_default=True, type=click.IntRange(min=2),
+              help="Drop shorter segments (Yume's loader samples 33 frames).")
+def export_yume(manifest, output, min_frames):
+    """Write action segments in the folder layout Yume's trainer reads (Keys_*_Mouse_*/<stem>_frames_a-b.*), the
+    full clips its loader takes history from (full_mp4/<youtubeId>/<stem>.mp4) and a README naming both."""
     import shards
     from yume_core.manifest import format_summary, read_manifest, summarize
 
-    written = shards.export_yume(read_manifest(manifest), output)
+    written = shards.export_yume(read_manifest(manifest), output, min_frames=min_frames)
     click.echo(format_summary(summarize(written), f"export-yume -> {output}"))
 
 
@@ -248,6 +224,7 @@ def demo(output, clips, frames, steps):
 
 
 for _command in (
+    actions,
     build,
     mix,
     embed_actions,

@@ -20,17 +20,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from quantize_actions.batch import TrajectoryBatch
+from quantize_actions.checks import check_batch, drop_flagged
 from quantize_actions.config import QuantizeConfig
 from quantize_actions.labels import key_strings, mouse_strings
 from quantize_actions.metrics import motion_metrics_batch
-from quantize_actions.rule import quantize_batch
+from quantize_actions.modes import label_batch
 from quantize_actions.segments import fixed_chunks, segment_runs
 from quantize_actions.trajectory_io import find_trajectory_files, read_or_error
 from quantize_actions.validate import invalid_frames, validate_poses
 from yume_core.errors import RowError
 from yume_core.manifest import FAILED, OK, conform
 
-ACTION_COLUMNS = ("num_poses", "keys", "mouse", "segments", "chunks", "speed", "turn_deg", "view_rotation_deg")
+ACTION_COLUMNS = ("num_poses", "keys", "mouse", "segments", "chunks", "speed", "turn_deg", "view_rotation_deg",
+                  "trajectory_flags", "trajectory_figures")
 FILE_COLUMNS = ("clip_id", "path", "status", "reason", "error") + ACTION_COLUMNS
 CONFIG_METADATA_KEY = b"yume_data.quantize_actions.config"
 DEFAULT_BATCH_SIZE = 256  # ~60 MB of float64 poses for 1800-frame clips: large enough to amortise, small to hold
@@ -38,9 +40,10 @@ DEFAULT_BATCH_SIZE = 256  # ~60 MB of float64 poses for 1800-frame clips: large 
 
 def action_columns(batch: TrajectoryBatch, config: QuantizeConfig = QuantizeConfig()) -> dict[str, pa.Array]:
     """All action columns for a batch of valid trajectories, one entry per trajectory."""
-    labels = quantize_batch(batch, config)
+    labels = label_batch(batch, config)
     offsets = pa.array(labels.offsets, pa.int32())
     metrics = motion_metrics_batch(batch, config.fps)
+    flags, figures = check_batch(batch, config.checks).to_arrow()
     return {
         "num_poses": pa.array(batch.lengths, pa.int64()),
         "keys": pa.ListArray.from_arrays(offsets, key_strings(labels.keys)),
@@ -48,6 +51,8 @@ def action_columns(batch: TrajectoryBatch, config: QuantizeConfig = QuantizeConf
         "segments": segment_runs(labels, config).to_arrow(),
         "chunks": fixed_chunks(labels, config).to_arrow(),
         **{name: pa.array(values, pa.float64()) for name, values in metrics.items()},
+        "trajectory_flags": flags,
+        "trajectory_figures": figures,
     }
 
 
@@ -89,7 +94,9 @@ def quantize_table(
     workers: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> pa.Table:
-    """Fill the action columns of every `ok` row from its `camera_path`; other rows pass through untouched.
+    """Fill the action columns of every `ok` row from its `camera_path`; other rows pass through untouched. A row
+    whose trajectory carries a flag named in `config.drop_flags` is dropped (reason `trajectory_<flag>`), its
+    columns kept for inspection.
 
     Returns the table conformed to CLIP_SCHEMA, same rows in the same order, with the config in the schema metadata.
     """
@@ -122,6 +129,7 @@ def quantize_table(
     out = _replace_rows(out, "status", rows, pa.array([FAILED] * len(failed), pa.string()))
     out = _replace_rows(out, "reason", rows, pa.array([e.reason for e in failed], pa.string()))
     out = _replace_rows(out, "error", rows, pa.array([e.message for e in failed], pa.string()))
+    out = drop_flagged(out, config)
     metadata = dict(out.schema.metadata or {})
     metadata[CONFIG_METADATA_KEY] = json.dumps(config.to_dict()).encode()
     return out.replace_schema_metadata(metadata)
@@ -145,4 +153,5 @@ def quantize_files(
         }
     )
     out = quantize_table(manifest, config, workers=workers, batch_size=batch_size)
-    return out.select(["camera_path" if c == "path" else c for c in FILE_COLUMNS]).rename_columns(list(FILE_COLUMNS))
+    files_table = out.select(["camera_path" if c == "path" else c for c in FILE_COLUMNS])
+    return files_table.rename_columns(list(FILE_COLUMNS)).replace_schema_metadata(out.schema.metadata)

@@ -5,6 +5,8 @@ For each ok clip and each of its `segments` (a constant-label run, frames a..b i
     out_dir/Keys_<keys, + as _>_Mouse_<word>/<clipstem>_frames_<a:05d>-<b:05d>.mp4   frames a..b, re-encoded
                                                                       .txt   five lines, see `segment_text`
                                                                       .npy   poses a..b, float32 (b-a+1, 4, 4)
+    out_dir/full_mp4/<youtubeId>/<clipstem>.mp4                       the whole clip (a hard link, else a copy)
+    out_dir/README.md                                                 which folder is which, for Yume's loader
 
 `clipstem` is the stem of the clip's Sekai video file (`<youtubeId>_<start:07d>_<end:07d>`). Frame numbers are
 the clip's own (0 = its first frame). Keys `None` (or a missing label) give `Keys_None`.
@@ -12,7 +14,19 @@ Mouse folder words: → Right, ← Left, ↑ Up, ↓ Down, · `·` (Yume's own f
 show single directions; a combined label is named vertical first, joined by `_`, the way Yume writes the arrows:
 ↑→ `Up_Right`, ↑← `Up_Left`, ↓→ `Down_Right`, ↓← `Down_Left`. The .txt keeps the arrows as they are.
 
-Every file is written atomically; a segment whose three files exist is skipped, so a rerun resumes.
+What Yume's loader (`StableVideoAnimationDataset`) needs, and so what every export guarantees:
+- History frames come from the full clip at `FULL_MP4/<youtubeId>/<clipstem>.mp4`, taken before `Start Frame`; a
+  segment starting at frame 0 makes that branch raise IndexError (the loader then silently draws another sample).
+  So full clips are written under `full_mp4/`, and every segment starts at frame 1 or later.
+- Yume's own segments never share a frame, while runs of labels do (one run ends at the frame where the next
+  begins: Yume's both-ends-inclusive convention). So a segment starts after the last frame of the clip's previous
+  exported segment. Both rules only ever move a start one frame on (runs are contiguous); every remaining step still
+  carries the segment's label.
+- It needs at least 33 frames (`min_frames`): shorter segments, after those moves, are dropped as too_short.
+The folder for Yume's `ROOT/*/*.mp4` glob is `out_dir` itself: the full clips sit one level deeper, out of it.
+
+Every file is written atomically; a segment whose three files exist (and a full clip of the right size) is skipped,
+so a rerun resumes.
 """
 
 from __future__ import annotations
@@ -43,16 +57,19 @@ MOUSE_WORDS = {
 }
 KEY_LABELS = {"None", "W", "S", "D", "A", "W+D", "W+A", "S+D", "S+A"}
 DEFAULT_CRF = 18  # segments are training data: keep the re-encode close to the source
+DEFAULT_MIN_FRAMES = 33  # Yume's loader samples 33 frames
+FULL_MP4 = "full_mp4"  # folder of the whole clips, Yume's FULL_MP4
 
 EXPORT_SCHEMA = pa.schema(
     [
         ("clip_id", pa.string()),
         ("folder", pa.string()),
         ("stem", pa.string()),
-        ("start_frame", pa.int32()),
+        ("start_frame", pa.int32()),  # as written: after the moves described in the module docstring
         ("end_frame", pa.int32()),
         ("keys", pa.string()),
         ("mouse", pa.string()),
+        ("full_clip", pa.string()),  # the whole clip's path under out_dir (full_mp4/<youtubeId>/<clipstem>.mp4)
         ("status", pa.string()),  # ok (written now or already there), dropped (too short) or failed
         ("reason", pa.string()),  # written | exists | too_short | the error's reason code
         ("error", pa.string()),
@@ -93,18 +110,27 @@ def clip_stem(row: dict) -> str:
     return str(row.get("clip_id"))
 
 
-def _export_clip(row: dict, out_dir: Path, min_frames: int | None, codec: str, crf: int, mine) -> list[dict]:
-    from yume_core.media import transcode  # lazily: PyAV only when exporting
+def youtube_id(row: dict) -> str:
+    """The clip's YouTube id: the manifest's, else the stem's part before `_<start>_<end>` (ids contain `_`)."""
+    if row.get("youtube_id"):
+        return row["youtube_id"]
+    parts = clip_stem(row).rsplit("_", 2)
+    return parts[0] if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit() else clip_stem(row)
 
-    out: list[dict] = []
-    stem0 = clip_stem(row)
-    poses = None
-    clip_error: RowError | None = None
-    for seg in row.get("segments") or []:
+
+def plan_segments(row: dict, min_frames: int | None) -> list[dict]:
+    """The row's segments as export records (EXPORT_SCHEMA fields), in frame order, each with the range it is
+    written with: it starts at frame 1 or later and after the end of the clip's previous written segment. Records
+    that cannot be written already carry their status (failed: not a range or an unknown label; dropped:
+    too_short)."""
+    planned, last_end = [], 0  # frame 0 is never written: the loader takes history from before the start
+    ordered = sorted(row.get("segments") or [], key=lambda seg: (seg.get("start_frame") if isinstance(seg.get("start_frame"), int)
+                                                else -1, seg.get("end_frame") or 0))
+    for seg in ordered:
         a, b = seg.get("start_frame"), seg.get("end_frame")
         keys, mouse = seg.get("keys"), seg.get("mouse")
         rec = dict(clip_id=row.get("clip_id"), start_frame=a, end_frame=b, keys=keys, mouse=mouse)
-        out.append(rec)
+        planned.append(rec)
         if not isinstance(a, int) or not isinstance(b, int) or a < 0 or b < a:
             rec.update(status=FAILED, reason="segment_invalid", error=f"segment frames [{a}, {b}] are not a range")
             continue
@@ -113,23 +139,74 @@ def _export_clip(row: dict, out_dir: Path, min_frames: int | None, codec: str, c
         except ValueError as e:
             rec.update(status=FAILED, reason="label_unknown", error=str(e))
             continue
-        stem = segment_stem(stem0, a, b)
-        rec.update(folder=folder, stem=stem)
-        if min_frames is not None and b - a + 1 < min_frames:
-            rec.update(status=DROPPED, reason="too_short", error=f"{b - a + 1} frames < min_frames {min_frames}")
+        start = max(a, last_end + 1)
+        rec.update(start_frame=start, folder=folder, stem=segment_stem(clip_stem(row), start, b))
+        if min_frames is not None and b - start + 1 < min_frames:
+            moved = f" (from frame {start}: frames up to {last_end} are history or the previous segment's)" \
+                if start > a else ""
+            rec.update(status=DROPPED, reason="too_short",
+                       error=f"{max(b - start + 1, 0)} frames{moved} < min_frames {min_frames}")
             continue
+        last_end = b
+    return planned
+
+
+def _link_full_clip(src: str, dst: Path) -> None:
+    """`dst` as a hard link to `src` (no bytes copied), else a copy (another file system, a URL); atomic either way,
+    and skipped when a file of the source's size is already there."""
+    import shutil
+
+    from yume_core import remote
+
+    size = remote.size(src) if remote.is_url(src) else (Path(src).stat().st_size if Path(src).is_file() else None)
+    if size is None:
+        raise RowError("video_missing", f"{src}: the clip's video is missing, so its full clip cannot be exported; "
+                                        "check the video path or re-download it")
+    if dst.is_file() and dst.stat().st_size == size:
+        return
+    with atomic_path(dst) as tmp:
+        if remote.is_url(src):
+            with remote.open_input(src) as f, open(tmp, "wb") as out:
+                shutil.copyfileobj(f, out, 8 << 20)
+            return
+        try:
+            os.link(src, tmp)
+        except OSError:  # another file system, or one without hard links
+            shutil.copyfile(src, tmp)
+
+
+def _export_clip(row: dict, out_dir: Path, min_frames: int | None, codec: str, crf: int, mine) -> list[dict]:
+    from yume_core.media import transcode  # lazily: PyAV only when exporting
+
+    out = plan_segments(row, min_frames)
+    full = f"{FULL_MP4}/{youtube_id(row)}/{clip_stem(row)}.mp4"
+    poses = None
+    clip_error: RowError | None = None
+    for rec in out:
+        if rec.get("status"):
+            continue
+        folder, stem, a, b = rec["folder"], rec["stem"], rec["start_frame"], rec["end_frame"]
         if not mine((folder, stem)):
             rec.update(status=FAILED, reason="duplicate_segment",
-                       error=f"{folder}/{stem} is written by another row; two clips share the video stem {stem0!r}")
+                       error=f"{folder}/{stem} is written by another row; two clips share the video stem "
+                             f"{clip_stem(row)!r}")
             continue
+        rec["full_clip"] = full
         base = out_dir / folder / stem
         paths = [base.with_suffix(s) for s in (".mp4", ".txt", ".npy")]
-        if all(p.is_file() for p in paths):
-            rec.update(status=OK, reason="exists")
-            continue
         try:
             if clip_error is not None:
                 raise clip_error
+            if not row.get("video_path"):
+                raise RowError("video_missing", f"clip {row.get('clip_id')!r} has no video_path.")
+            try:
+                _link_full_clip(row["video_path"], out_dir / full)
+            except RowError as e:
+                clip_error = e
+                raise
+            if all(p.is_file() for p in paths):
+                rec.update(status=OK, reason="exists")
+                continue
             if poses is None:
                 try:
                     poses = load_poses(row.get("camera_path"), row.get("clip_id"))
@@ -142,9 +219,7 @@ def _export_clip(row: dict, out_dir: Path, min_frames: int | None, codec: str, c
             with atomic_path(paths[2]) as tmp:
                 with open(tmp, "wb") as f:
                     np.save(f, np.ascontiguousarray(poses[a : b + 1], dtype=np.float32), allow_pickle=False)
-            atomic_write_text(paths[1], segment_text(a, b, keys, mouse))
-            if not row.get("video_path"):
-                raise RowError("video_missing", f"clip {row.get('clip_id')!r} has no video_path.")
+            atomic_write_text(paths[1], segment_text(a, b, rec["keys"], rec["mouse"]))
             transcode(row["video_path"], paths[0], start_frame=a, end_frame=b, codec=codec, crf=crf)
             rec.update(status=OK, reason="written")
         except RowError as e:
@@ -152,11 +227,30 @@ def _export_clip(row: dict, out_dir: Path, min_frames: int | None, codec: str, c
     return out
 
 
-def export_yume(table: pa.Table, out_dir: str | Path, min_frames: int | None = None, codec: str = "libx264",
-                crf: int = DEFAULT_CRF, workers: int | None = None) -> pa.Table:
-    """Write every segment of every ok row in Yume's layout; one result row per segment (see EXPORT_SCHEMA).
+def readme_text(min_frames: int | None) -> str:
+    """The export's README: which folder Yume's loader takes as what."""
+    return (
+        "# Action segments in Yume's layout (written by `yume-data export-yume`)\n\n"
+        "- `Keys_<keys>_Mouse_<mouse>/<clipstem>_frames_<a>-<b>.{mp4,txt,npy}`: one action segment each (frames a..b "
+        "of the clip, both inclusive; the .txt holds Start Frame, End Frame, Duration, Keys and Mouse; the .npy the "
+        "camera-to-world poses).\n"
+        "- `full_mp4/<youtubeId>/<clipstem>.mp4`: the whole clip of every exported segment, from which Yume's loader "
+        "takes the history frames before `Start Frame`.\n\n"
+        "For Yume's training loader (`fastvideo/dataset/t2v_datasets.py`, `StableVideoAnimationDataset`) pass this "
+        "folder as the dataset root (it globs `ROOT/*/*.mp4`; the full clips sit one level deeper and are not "
+        "matched) and `full_mp4/` inside it as the full-video folder (`FULL_MP4`).\n\n"
+        "Every segment starts at frame 1 or later and shares no frame with another segment of its clip"
+        + (f"; every segment has at least {min_frames} frames" if min_frames else "") + ".\n"
+    )
 
-    `min_frames`: segments shorter than this (b-a+1 frames) are skipped with status dropped/too_short.
+
+def export_yume(table: pa.Table, out_dir: str | Path, min_frames: int | None = DEFAULT_MIN_FRAMES,
+                codec: str = "libx264", crf: int = DEFAULT_CRF, workers: int | None = None) -> pa.Table:
+    """Write every segment of every ok row in Yume's layout, the full clips under `full_mp4/` and a README; one
+    result row per segment (see EXPORT_SCHEMA), in frame order within each clip.
+
+    `min_frames`: segments shorter than this (b-a+1 frames, after the start moves described in the module
+    docstring) are skipped with status dropped/too_short; None keeps every length.
     Clips are exported by `workers` threads (default min(4, CPU count); decoding and encoding release the GIL).
     Bad inputs (missing video or poses, a segment outside the clip, an unknown label) fail that segment with a
     reason code; the export goes on.
@@ -168,13 +262,9 @@ def export_yume(table: pa.Table, out_dir: str | Path, min_frames: int | None = N
     # second clip with the same video stem fails instead of racing the first or silently counting as done.
     owner: dict[tuple[str, str], int] = {}
     for i, row in enumerate(rows):
-        for seg in row.get("segments") or []:
-            try:
-                key = (folder_name(seg.get("keys"), seg.get("mouse")),
-                       segment_stem(clip_stem(row), seg.get("start_frame"), seg.get("end_frame")))
-            except (ValueError, TypeError):
-                continue
-            owner.setdefault(key, i)
+        for rec in plan_segments(row, min_frames):
+            if not rec.get("status"):
+                owner.setdefault((rec["folder"], rec["stem"]), i)
 
     def run(i: int) -> list[dict]:
         return _export_clip(rows[i], out_dir, min_frames, codec, crf, lambda key: owner.get(key, i) == i)
@@ -182,6 +272,9 @@ def export_yume(table: pa.Table, out_dir: str | Path, min_frames: int | None = N
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as ex:
         results = list(ex.map(run, range(len(rows))))
+    readme = out_dir / "README.md"
+    if not readme.is_file() or readme.read_text(encoding="utf-8") != readme_text(min_frames):  # a rerun rewrites nothing
+        atomic_write_text(readme, readme_text(min_frames))
     flat = [r for rs in results for r in rs]
     cols = {f.name: [r.get(f.name) for r in flat] for f in EXPORT_SCHEMA}
     return pa.Table.from_pydict(cols, schema=EXPORT_SCHEMA)

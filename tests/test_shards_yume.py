@@ -12,7 +12,7 @@ import pytest
 from shards import MOUSE_WORDS, export_yume, folder_name, segment_stem, segment_text
 from test_shards_helpers import make_manifest, ok_rows
 
-FIXTURES = Path("/work/shared/fixtures/yume_test_video")
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "yume_test_video"
 
 
 def test_folder_names():
@@ -58,7 +58,7 @@ def test_export(tmp_path):
     t = make_manifest(tmp_path / "in", n_ok=3, bad_rows=True, frames=(24, 30))
     # one segment with a combined mouse label and one with no key label
     segs = t["segments"].to_pylist()
-    segs[0][0].update(keys=None, mouse="↑→", start_frame=0, end_frame=9)  # 10 frames: kept
+    segs[0][0].update(keys=None, mouse="↑→", start_frame=0, end_frame=9)  # 9 frames from frame 1: kept
     t = t.set_column(t.schema.get_field_index("segments"), "segments", pa.array(segs, t.schema.field("segments").type))
     out = tmp_path / "yume"
     res = export_yume(t, out, min_frames=6, crf=30)
@@ -89,7 +89,7 @@ def test_export(tmp_path):
         info = probe_video(base.with_suffix(".mp4"))
         assert (info.frames, info.width, info.height) == (b - a + 1, 64, 36)
     assert written >= 5
-    assert (out / "Keys_None_Mouse_Up_Right" / f"{Path(t['video_file'][0].as_py()).stem}_frames_00000-00009.mp4").is_file()
+    assert (out / "Keys_None_Mouse_Up_Right" / f"{Path(t['video_file'][0].as_py()).stem}_frames_00001-00009.mp4").is_file()
 
     # rerun: every written segment is found and skipped, nothing rewritten
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
@@ -104,7 +104,7 @@ def test_export_failures_are_per_segment(tmp_path):
     segs = t["segments"].to_pylist()
     segs[1][-1]["end_frame"] = 500  # past the clip's end
     t = t.set_column(t.schema.get_field_index("segments"), "segments", pa.array(segs, t.schema.field("segments").type))
-    res = export_yume(t, tmp_path / "yume", crf=30).to_pylist()
+    res = export_yume(t, tmp_path / "yume", min_frames=None, crf=30).to_pylist()
     clip0 = [r for r in res if r["clip_id"] == t["clip_id"][0].as_py()]
     assert {(r["status"], r["reason"]) for r in clip0} == {("failed", "poses_missing")}
     last = [r for r in res if r["clip_id"] == t["clip_id"][1].as_py()][-1]
@@ -115,6 +115,79 @@ def test_export_failures_are_per_segment(tmp_path):
 def test_two_clips_with_one_video_stem(tmp_path):
     t = make_manifest(tmp_path / "in", n_ok=1, bad_rows=False, frames=(24, 24))
     dup = t.set_column(t.schema.get_field_index("clip_id"), "clip_id", pa.array(["other-id"]))
-    res = export_yume(pa.concat_tables([t, dup]), tmp_path / "yume", crf=30).to_pylist()
+    res = export_yume(pa.concat_tables([t, dup]), tmp_path / "yume", min_frames=None, crf=30).to_pylist()
     assert [r["status"] for r in res if r["clip_id"] == "other-id"] == ["failed"] * 3
     assert {r["reason"] for r in res if r["clip_id"] == "other-id"} == {"duplicate_segment"}
+
+
+def _runs_manifest(root: Path) -> pa.Table:
+    """Two clips whose segments are label runs as the actions stage writes them: the first starts at frame 0 and
+    each begins on the frame where the one before ends (both ends inclusive)."""
+    t = make_manifest(root, n_ok=2, bad_rows=False, frames=(90, 100))
+    segs = []
+    for n in t["num_poses"].to_pylist():
+        segs.append([{"start_frame": a, "end_frame": b, "keys": k, "mouse": "·", "agreement": 1.0}
+                     for (a, b), k in zip([(0, 40), (40, 75), (75, n - 1)], ["W", "W+A", "S"])])
+    return t.set_column(t.schema.get_field_index("segments"), "segments",
+                        pa.array(segs, t.schema.field("segments").type))
+
+
+def test_export_is_what_yumes_loader_reads_without_surprises(tmp_path):
+    """Segments start at frame 1 or later, never share a frame, have 33 frames or more; the full clips are under
+    full_mp4/<youtubeId>/<clipstem>.mp4 (hard links) and out of the loader's ROOT/*/*.mp4 glob; the README says so."""
+    from yume_core.media import probe_video
+
+    t = _runs_manifest(tmp_path / "in")
+    out = tmp_path / "yume"
+    res = export_yume(t, out, crf=30).to_pylist()
+    for row in ok_rows(t):
+        mine = [r for r in res if r["clip_id"] == row["clip_id"]]
+        assert [(r["start_frame"], r["end_frame"], r["status"]) for r in mine] == [
+            (1, 40, "ok"), (41, 75, "ok"), (76, row["num_poses"] - 1, "dropped")]
+        assert mine[2]["reason"] == "too_short" and "< min_frames 33" in mine[2]["error"]
+        stem = Path(row["video_file"]).stem
+        full = out / "full_mp4" / row["youtube_id"] / f"{stem}.mp4"
+        assert {r["full_clip"] for r in mine[:2]} == {f"full_mp4/{row['youtube_id']}/{stem}.mp4"}
+        assert full.stat().st_ino == Path(row["video_path"]).stat().st_ino  # a hard link: no bytes copied
+    written = sorted(out.glob("*/*.mp4"))  # exactly what Yume's loader globs
+    assert len(written) == 4 and all(p.parent.name.startswith("Keys_") for p in written)
+    by_clip: dict[str, list[tuple[int, int]]] = {}
+    for mp4 in written:
+        fields = dict(line.split(": ", 1) for line in mp4.with_suffix(".txt").read_text(encoding="utf-8").splitlines())
+        a, b = int(fields["Start Frame"]), int(fields["End Frame"])
+        assert a >= 1 and b - a + 1 >= 33
+        assert probe_video(mp4).frames == b - a + 1 == len(np.load(mp4.with_suffix(".npy")))
+        by_clip.setdefault(mp4.stem.split("_frames_")[0], []).append((a, b))
+    for ranges in by_clip.values():
+        ranges.sort()
+        assert all(later[0] > earlier[1] for earlier, later in zip(ranges, ranges[1:]))
+    readme = (out / "README.md").read_text(encoding="utf-8")
+    assert "full_mp4/" in readme and "dataset root" in readme
+
+
+def test_full_clips_are_copied_where_hard_links_fail(tmp_path, monkeypatch):
+    import os
+
+    def no_links(src, dst):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    t = _runs_manifest(tmp_path / "in")
+    export_yume(t, tmp_path / "yume", crf=30)
+    row = ok_rows(t)[0]
+    full = tmp_path / "yume" / "full_mp4" / row["youtube_id"] / f"{Path(row['video_file']).stem}.mp4"
+    assert full.stat().st_ino != Path(row["video_path"]).stat().st_ino
+    assert full.read_bytes() == Path(row["video_path"]).read_bytes()
+
+
+def test_cli_export_takes_min_frames(tmp_path):
+    from click.testing import CliRunner
+
+    from pipelines.cli import main
+    from yume_core.manifest import write_manifest
+
+    write_manifest(_runs_manifest(tmp_path / "in"), tmp_path / "m.parquet")
+    result = CliRunner().invoke(main, ["export-yume", "--manifest", str(tmp_path / "m.parquet"), "-o",
+                                       str(tmp_path / "yume"), "--min-frames", "40"])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "yume").glob("*/*.mp4"))) == 2  # 1-40 kept; 41-75 (35 frames) dropped

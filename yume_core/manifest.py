@@ -33,6 +33,21 @@ SEGMENT_TYPE = pa.struct(
     ]
 )
 
+# The figures behind a clip's trajectory flags (quantize_actions/checks.py); ratios are in the clip's own steps,
+# frames are the clip's own (0 = its first pose); null where a check had nothing to judge.
+TRAJECTORY_FIGURES_TYPE = pa.struct(
+    [
+        ("step", pa.float64()),  # typical frame-to-frame step while moving, in the trajectory's units
+        ("path_step", pa.float64()),  # path speed per frame over 0.5 s moving windows (null: the clip never moves)
+        ("jitter", pa.float32()),  # worst rolling median prediction error, in path steps
+        ("jitter_frame", pa.int32()),
+        ("jump", pa.float32()),  # longest step, in typical steps
+        ("jump_frame", pa.int32()),
+        ("frozen_frames", pa.int32()),  # longest run of unchanged poses (0: none)
+        ("frozen_frame", pa.int32()),
+    ]
+)
+
 CLIP_SCHEMA = pa.schema(
     [
         ("clip_id", pa.string()),
@@ -73,6 +88,9 @@ CLIP_SCHEMA = pa.schema(
         ("speed", pa.float64()),
         ("turn_deg", pa.float64()),
         ("view_rotation_deg", pa.float64()),
+        # trajectory checks: jitter / jump / frozen ([] when clean) and the figures behind them
+        ("trajectory_flags", pa.list_(pa.string())),
+        ("trajectory_figures", TRAJECTORY_FIGURES_TYPE),
         # where the clip landed: shard file name (null for rows that are not ok)
         ("shard", pa.string()),
     ]
