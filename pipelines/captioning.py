@@ -21,9 +21,10 @@ from captioning import CaptionConfig, caption_table, make_backend
 from captioning.prompts import load_prompt
 from captioning.stage import captioning_watch
 from pipelines.batching import Parts, fingerprint, map_batches, write_parts
+from pipelines.flows import StageFlow
 from pipelines.reporting import report
 from pipelines.runners import Resources, Runner, RunnerConfig, task_paths, task_runner
-from yume_core.config import from_dict, to_dict
+from yume_core.config import to_dict
 from yume_core.errors import InputError
 from yume_core.failfast import FailFast
 from yume_core.manifest import OK, read_manifest_schema
@@ -139,9 +140,17 @@ def run_caption(manifest: str, output: str, config: CaptionFlowConfig) -> dict:
     return summary
 
 
+def _check_inputs(manifest: str, output: str, *args, config: CaptionFlowConfig, **kwargs) -> None:
+    check_caption_inputs(manifest, output, config.caption)
+
+
+CAPTION = StageFlow("caption", CaptionFlowConfig, checks=_check_inputs)
+
+
 @flow(name="caption")
 def caption_flow(manifest: str, output: str, config: dict | None = None) -> dict:
-    return run_caption(manifest, output, from_dict(CaptionFlowConfig, config))
+    """`config` on top of the defaults (`pipelines.flows`)."""
+    return run_caption(manifest, output, CAPTION.config(None, config))
 
 
 CLIP_COLUMNS = ("clip_id", "status", "video_path", "video_frames", "caption", "segments")  # what captioning reads
@@ -160,6 +169,6 @@ def check_caption_inputs(manifest: str | None, output: str, config: CaptionConfi
 
 
 def run_caption_flow(manifest: str, output: str, config: CaptionFlowConfig) -> dict:
-    check_caption_inputs(manifest, output, config.caption)
-    return caption_flow(manifest, output, to_dict(config))
+    """The flow, after the checks that need no Prefect run."""
+    return CAPTION.launch(caption_flow, manifest, output, config=config)
 

@@ -46,7 +46,7 @@ def filter_videos(manifest, output, preset, config, backend, dimensions, keep, k
                   batch_size, task_runner, workers, ray_address, gpus_per_worker):
     """Score every video with VBench's quality dimensions and keep the best (Yume-1.5: 50,000 of 80,000)."""
     prefect_env()
-    from pipelines.filtering import filter_flow_config, run_filter_flow
+    from pipelines.filtering import FILTER, run_filter_flow
     from yume_core.config import merge
 
     overrides = {
@@ -58,7 +58,7 @@ def filter_videos(manifest, output, preset, config, backend, dimensions, keep, k
                   "vbench_cache": vbench_cache},
         "top": {"keep": keep, "keep_fraction": keep_fraction, "min_score": min_score},
     }
-    cfg = filter_flow_config(preset, merge(read_config(config) if config else {}, overrides))
+    cfg = FILTER.config(preset, merge(read_config(config) if config else {}, overrides))
     print_outputs(run_filter_flow(manifest, output, cfg))
 
 

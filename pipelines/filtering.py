@@ -14,10 +14,8 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,10 +27,10 @@ from filtering.presets import load_preset
 from filtering.stage import scoring_watch, shared_scorer
 from filtering.topk import QUALITY, RANK
 from pipelines.batching import BatchPlan, Parts, fingerprint, map_batches, write_parts
+from pipelines.flows import StageFlow
 from pipelines.reporting import report
 from pipelines.runners import Resources, RunnerConfig, task_paths, task_runner
 from yume_core import __version__
-from yume_core.config import from_dict, merge, to_dict
 from yume_core.errors import InputError
 from yume_core.manifest import OK, put_column, read_manifest_schema
 from yume_core.remote import finish_output, open_flow_output_file, open_output, public_path
@@ -45,15 +43,6 @@ class FilterFlowConfig:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     top: TopK = field(default_factory=TopK)
     runner: RunnerConfig = field(default_factory=lambda: RunnerConfig(kind="threads", workers=1))
-
-
-filter_preset_settings = load_preset  # a preset (`filtering.presets`; `yume15`: VBench, top 50,000) by name or path
-
-
-def filter_flow_config(preset: str | None = None, settings: Mapping[str, Any] | None = None) -> FilterFlowConfig:
-    """A preset with `settings` (YAML + flags) on top."""
-    base = load_preset(preset) if preset else {}
-    return from_dict(FilterFlowConfig, merge(base, dict(settings or {})))
 
 
 def score_gpus(config: ScoreConfig) -> float:
@@ -158,17 +147,22 @@ def relocated(table: pa.Table, src: Path, out: Path) -> pa.Table:
     return table
 
 
+def _check_inputs(manifest: str, output: str, *args, config: FilterFlowConfig, **kwargs) -> None:
+    """An unusable output folder or manifest stops before a Prefect run starts."""
+    output_folder(Path(manifest), output)
+    read_manifest_schema(manifest)
+
+
+# presets: `filtering.presets` (`yume15`: VBench, top 50,000; `native`; `tiny`), by name or path
+FILTER = StageFlow("filter", FilterFlowConfig, load_preset, _check_inputs)
+
+
 @flow(name="filter")
 def filter_flow(manifest: str, output: str, config: dict | None = None, preset: str | None = None) -> dict:
-    """`preset` then `config` on top, as `yume-data filter --preset P --config FILE`: a deployment's `config`
-    changes the settings it names and keeps the preset's others. Without a preset `config` goes on top of the
-    defaults (`run_filter_flow` passes a complete one)."""
-    cfg = filter_flow_config(preset, config) if preset else from_dict(FilterFlowConfig, config)
-    return run_filter(manifest, output, cfg)
+    """`preset` then `config` on top, as `yume-data filter --preset P --config FILE` (`pipelines.flows`)."""
+    return run_filter(manifest, output, FILTER.config(preset, config))
 
 
 def run_filter_flow(manifest: str, output: str, config: FilterFlowConfig) -> dict:
-    """The flow, after the checks that need no Prefect run: an unusable output folder or manifest stops here."""
-    output_folder(Path(manifest), output)
-    read_manifest_schema(manifest)
-    return filter_flow(manifest, output, to_dict(config))
+    """The flow, after the checks that need no Prefect run."""
+    return FILTER.launch(filter_flow, manifest, output, config=config)

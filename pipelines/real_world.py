@@ -34,10 +34,11 @@ from shards.plan import ok_positions
 from shards.sample import SampleSpec, real_world_spec, recorded_path
 from captioning.stage import CaptionConfig
 from pipelines.batching import Parts, fingerprint, map_batches, write_parts
+from pipelines.flows import StageFlow
 from pipelines.reporting import report
 from pipelines.runners import Runner, RunnerConfig, task_paths, task_runner
 from yume_core import __version__
-from yume_core.config import from_dict, load_preset, merge, to_dict
+from yume_core.config import load_preset, to_dict
 from yume_core.manifest import CLIP_SCHEMA, conform
 from yume_core.remote import finish_output, is_url, open_output
 from yume_core.sekai import check_frame_counts, check_sekai_csv, probe_clips, read_sekai_csv
@@ -179,31 +180,32 @@ def load_real_world_preset(name_or_path: str) -> dict:
     return load_preset(PRESETS, name_or_path, "real-world preset")
 
 
-def real_world_config(preset: str, settings: dict | None = None) -> RealWorldConfig:
-    """A preset, then `settings` (a config file + flags) on top."""
-    return from_dict(RealWorldConfig, merge(load_real_world_preset(preset), dict(settings or {})), "real-world")
-
-
-@flow(name="real-world")
-def real_world_flow(csv: str, videos: str, trajectories: str, output: str, config: dict | None = None,
-                    shards_dir: str | None = None, preset: str | None = None, set_name: str = "real_world",
-                    tasks: list[str] | None = None, root: str | None = None) -> dict:
-    """`preset` then `config` on top (as `yume-data real-world --preset P --config FILE`), so a deployment's
-    `config` changes the settings it names and keeps the preset's others. Without a preset `config` goes on top of
-    the defaults (`run_flow` passes a complete one)."""
-    cfg = real_world_config(preset, config) if preset else from_dict(RealWorldConfig, config)
-    return run_real_world(csv, videos, trajectories, output, cfg, shards_dir, set_name, tasks, root)
-
-
-def run_flow(csv: str, videos: str, trajectories: str, output: str, config: RealWorldConfig,
-             shards_dir: str | None = None, set_name: str = "real_world", tasks: list[str] | None = None,
-             root: str | None = None) -> dict:
-    """The flow, after the checks that need no Prefect run: a bad file or output folder stops here."""
+def _check_inputs(csv: str, videos: str, trajectories: str, output: str, *args, config: RealWorldConfig,
+                  **kwargs) -> None:
+    """A bad CSV, output folder or caption prompt stops before a Prefect run starts."""
     check_sekai_csv(csv)
     check_writable(output)
     if config.caption is not None:
         from pipelines.captioning import check_caption_inputs
 
         check_caption_inputs(None, output, config.caption)
-    return real_world_flow(csv, videos, trajectories, output, to_dict(config), shards_dir, set_name=set_name,
-                           tasks=list(tasks) if tasks else None, root=root)
+
+
+REAL_WORLD = StageFlow("real-world", RealWorldConfig, load_real_world_preset, _check_inputs)
+
+
+@flow(name="real-world")
+def real_world_flow(csv: str, videos: str, trajectories: str, output: str, config: dict | None = None,
+                    shards_dir: str | None = None, preset: str | None = None, set_name: str = "real_world",
+                    tasks: list[str] | None = None, root: str | None = None) -> dict:
+    """`preset` then `config` on top, as `yume-data real-world --preset P --config FILE` (`pipelines.flows`)."""
+    return run_real_world(csv, videos, trajectories, output, REAL_WORLD.config(preset, config), shards_dir,
+                          set_name, tasks, root)
+
+
+def run_flow(csv: str, videos: str, trajectories: str, output: str, config: RealWorldConfig, **kwargs) -> dict:
+    """The flow, after the checks that need no Prefect run (`shards_dir`, `set_name`, `tasks`, `root` as the
+    flow takes them)."""
+    if kwargs.get("tasks"):
+        kwargs["tasks"] = list(kwargs["tasks"])
+    return REAL_WORLD.launch(real_world_flow, csv, videos, trajectories, output, config=config, **kwargs)

@@ -35,6 +35,7 @@ from prefect.futures import as_completed
 from tqdm.auto import tqdm
 
 from pipelines.batching import BatchPlan, fingerprint, read_parts, run_batch
+from pipelines.flows import StageFlow
 from pipelines.reporting import report
 from pipelines.runners import Resources, Runner, RunnerConfig, task_paths, task_runner
 from synthesis.generate import (
@@ -52,7 +53,6 @@ from synthesis.models import parse_wan_spec
 from synthesis.planning import plan_synthesis
 from synthesis.presets import load_preset
 from yume_core import __version__
-from yume_core.config import from_dict, merge, to_dict
 from yume_core.manifest import OK, format_summary, read_manifest, summarize, write_manifest
 from yume_core.remote import finish_output, open_flow_output_file, open_output
 from yume_core.storage import check_writable
@@ -74,12 +74,12 @@ def synth_preset_settings(name: str) -> dict:
 
 
 def synth_flow_config(preset: str | None = None, settings: Mapping[str, Any] | None = None) -> SynthFlowConfig:
-    """Generation preset (default wan21-t2v-720p) under `synth`, then `settings` (YAML + flags) on top."""
+    """The command's settings: a generation preset (`preset`, else `synth.preset`, else wan21-t2v-720p), then
+    `settings` (YAML + flags) on top; the config records the preset's name."""
     settings = dict(settings or {})
     name = preset or (settings.get("synth") or {}).get("preset") or "wan21-t2v-720p"
-    data = merge(synth_preset_settings(name), settings)
-    data["synth"]["preset"] = Path(name).stem
-    return from_dict(SynthFlowConfig, data)
+    settings["synth"] = {**(settings.get("synth") or {}), "preset": Path(name).stem}
+    return SYNTHESIS.config(name, settings)
 
 
 def synth_gpus(config: SynthConfig) -> float:
@@ -164,21 +164,25 @@ def _run_batches(table: pa.Table, plan: BatchPlan, todo: list[int], out: Path, c
             bar.update(1)
 
 
+def _check_inputs(prompts: str, output: str, *args, config: SynthFlowConfig, **kwargs) -> None:
+    """Settings the model cannot render, a file that holds no prompts and an unwritable output folder stop before a
+    Prefect run starts."""
+    check_against_model(config.synth)
+    prompts_kind(prompts)
+    check_writable(output)
+
+
+SYNTHESIS = StageFlow("synthesize", SynthFlowConfig, synth_preset_settings, _check_inputs)
+
+
 @flow(name="synthesize")
 def synth_flow(prompts: str, output: str, config: dict | None = None, rank: int | None = None,
                world_size: int | None = None, preset: str | None = None) -> dict:
-    """`preset` then `config` on top, as `yume-data synthesize --preset P --config FILE`: a deployment's `config`
-    changes the settings it names and keeps the preset's others. Without a preset `config` goes on top of the
-    defaults (`run_synthesis_flow` passes a complete one)."""
-    cfg = synth_flow_config(preset, config) if preset else from_dict(SynthFlowConfig, config)
-    return run_synthesis(prompts, output, cfg, rank, world_size)
+    """`preset` then `config` on top, as `yume-data synthesize --preset P --config FILE` (`pipelines.flows`)."""
+    return run_synthesis(prompts, output, SYNTHESIS.config(preset, config), rank, world_size)
 
 
 def run_synthesis_flow(prompts: str, output: str, config: SynthFlowConfig, rank: int | None = None,
                        world_size: int | None = None) -> dict:
-    """The flow, after the checks that need no Prefect run: settings the model cannot render, a file that holds no
-    prompts and an unwritable output folder stop here."""
-    check_against_model(config.synth)
-    prompts_kind(prompts)
-    check_writable(output)
-    return synth_flow(prompts, output, to_dict(config), rank, world_size)
+    """The flow, after the checks that need no Prefect run."""
+    return SYNTHESIS.launch(synth_flow, prompts, output, config=config, rank=rank, world_size=world_size)

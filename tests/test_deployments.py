@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from yume_core.config import from_dict
 from yume_core.manifest import read_manifest
 from yume_core.sample_data import make_sekai_sample
 
@@ -31,19 +30,19 @@ def _deployments() -> dict[str, dict]:
 
 def _settings_check(name: str, params: dict) -> None:
     """The deployment's default settings are settings the flow accepts (unknown keys and bad values raise)."""
-    from pipelines.build import build_config
-    from pipelines.captioning import CaptionFlowConfig
-    from pipelines.filtering import filter_flow_config
-    from pipelines.real_world import real_world_config
-    from pipelines.synthesis import synth_flow_config
+    from pipelines.build_config import build_config
+    from pipelines.captioning import CAPTION
+    from pipelines.filtering import FILTER
+    from pipelines.real_world import REAL_WORLD
+    from pipelines.synthesis import SYNTHESIS
 
     preset, config = params.get("preset"), params.get("config")
     if name == "caption":
-        from_dict(CaptionFlowConfig, config, name)
+        CAPTION.config(None, config)
         return
     assert preset, f"{name}: config goes on top of a preset, as the command's --config does"
-    {"build": build_config, "real-world": real_world_config, "synthesize": synth_flow_config,
-     "filter": filter_flow_config}[name](preset, config)
+    {"build": build_config, "real-world": REAL_WORLD.config, "synthesize": SYNTHESIS.config,
+     "filter": FILTER.config}[name](preset, config)
 
 
 def test_every_flow_has_one_deployment_that_loads_as_a_worker_loads_it():

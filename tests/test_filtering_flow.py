@@ -14,7 +14,7 @@ import filtering.stage
 from filtering import QUALITY_DIMENSIONS
 from pipelines.cli import main
 from pipelines.cli_filtering import DIMENSIONS
-from pipelines.filtering import filter_flow_config, run_filter_flow
+from pipelines.filtering import FILTER, run_filter_flow
 from yume_core.errors import InputError
 from yume_core.manifest import read_manifest, write_manifest
 from yume_core.media import write_video
@@ -65,7 +65,7 @@ def scorer_loads(monkeypatch):
 
 def test_filter_keeps_the_steady_videos_and_reruns_score_nothing(synthesized, tmp_path, scorer_loads):
     out = tmp_path / "filtered"
-    config = filter_flow_config("tiny", {"batch_size": 3, "top": {"keep": 3, "keep_fraction": 1.0}})
+    config = FILTER.config("tiny", {"batch_size": 3, "top": {"keep": 3, "keep_fraction": 1.0}})
     summary = run_filter_flow(str(synthesized), str(out), config)
     rows = {r["prompt_id"]: r for r in read_manifest(out / "manifest.parquet").to_pylist()}
     assert (summary["in"], summary["ok"], summary["dropped"], summary["failed"]) == (7, 3, 2, 2)
@@ -84,7 +84,7 @@ def test_filter_keeps_the_steady_videos_and_reruns_score_nothing(synthesized, tm
     parts = sorted((out / "_work").glob("score-*/part-*.parquet"))
     mtimes = [p.stat().st_mtime_ns for p in parts]
     scorer_loads.clear()
-    wider = filter_flow_config("tiny", {"batch_size": 3, "top": {"keep": 4, "keep_fraction": 1.0}})
+    wider = FILTER.config("tiny", {"batch_size": 3, "top": {"keep": 4, "keep_fraction": 1.0}})
     summary = run_filter_flow(str(synthesized), str(out), wider)
     assert summary["ok"] == 4 and scorer_loads == []  # a new cut, no new scoring
     assert [p.stat().st_mtime_ns for p in parts] == mtimes
@@ -92,7 +92,7 @@ def test_filter_keeps_the_steady_videos_and_reruns_score_nothing(synthesized, tm
 
 def test_filter_refuses_to_overwrite_its_input(synthesized):
     with pytest.raises(InputError, match="another folder"):
-        run_filter_flow(str(synthesized), str(synthesized.parent), filter_flow_config("tiny"))
+        run_filter_flow(str(synthesized), str(synthesized.parent), FILTER.config("tiny"))
 
 
 def test_filter_and_review_from_the_command_line(synthesized, tmp_path):
@@ -162,9 +162,9 @@ def test_cli_dimension_choices_are_the_stage_s():
 
 def test_a_filtered_manifest_can_be_filtered_again(synthesized, tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
-    run_filter_flow(str(synthesized), str(first), filter_flow_config("tiny", {"top": {"keep": 4, "keep_fraction": 1.0}}))
+    run_filter_flow(str(synthesized), str(first), FILTER.config("tiny", {"top": {"keep": 4, "keep_fraction": 1.0}}))
     summary = run_filter_flow(str(first / "manifest.parquet"), str(second),
-                              filter_flow_config("tiny", {"top": {"keep": 2, "keep_fraction": 1.0}}))
+                              FILTER.config("tiny", {"top": {"keep": 2, "keep_fraction": 1.0}}))
     table = read_manifest(second / "manifest.parquet")
     assert len(table.column_names) == len(set(table.column_names))  # scores and ranks replaced, not doubled
     assert summary["ok"] == 2 and table["quality_rank"].null_count == 3  # the 2 failed + the one cut the first time

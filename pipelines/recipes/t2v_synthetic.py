@@ -55,11 +55,12 @@ class T2VSynthetic(Recipe):
 
     @property
     def sections(self):
-        from pipelines.filtering import FilterFlowConfig, filter_preset_settings
+        from filtering.presets import load_preset
+        from pipelines.filtering import FilterFlowConfig
         from synthesis import SelectConfig
 
         return {"prompts": Section(SelectConfig), "synthesis": synthesis_section(),
-                "filter": Section(FilterFlowConfig, filter_preset_settings), "shards": shards_section()}
+                "filter": Section(FilterFlowConfig, load_preset), "shards": shards_section()}
 
     def resolved_inputs(self, s: BuildSet, ctx: BuildContext) -> SyntheticInputs:
         if s.inputs.generate:
