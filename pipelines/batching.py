@@ -200,8 +200,22 @@ class BatchPlan:
     def part(self, i: int) -> Path:
         return self.parts_dir / f"part-{i:05d}.parquet"
 
-    def done(self, i: int) -> bool:
-        return ensure_local(self.part(i)).exists()  # a part another node wrote into a mirrored output counts
+    def done(self, i: int, key: str | None = None) -> bool:
+        """Part i exists (a part another node wrote into a mirrored output counts) and, given the batch's `key`
+        (the identities of the files it reads, `yume_core.identity`), was written from files that are still those."""
+        path = ensure_local(self.part(i))
+        if not path.exists():
+            return False
+        return key is None or part_key(path) == key
+
+
+BATCH_KEY = "yume_data.batch_key"
+
+
+def part_key(path: str | Path) -> str | None:
+    meta = pq.read_schema(path).metadata or {}
+    value = meta.get(BATCH_KEY.encode())
+    return value.decode() if value is not None else None
 
 
 def batch_rows(source: "pa.Table | Parts", start: int, stop: int) -> pa.Table:
@@ -213,17 +227,18 @@ def batch_rows(source: "pa.Table | Parts", start: int, stop: int) -> pa.Table:
 
 @task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
 def run_batch(step: Callable[[pa.Table], pa.Table], batch: "pa.Table | Parts", part: str,
-              rows: tuple[int, int] | None = None) -> dict:
+              rows: tuple[int, int] | None = None, key: str | None = None) -> dict:
     """Run one stage over one batch and write its part; returns the batch's counts, not its rows.
 
     `batch`: the batch's rows, or `Parts` with `rows=(start, stop)`: the task reads its rows itself, so nothing
-    larger than a reference crosses from the driver to the worker."""
+    larger than a reference crosses from the driver to the worker. `key`: the batch's file identities, kept in the
+    part (`BatchPlan.done`)."""
     if rows is not None:
         batch = batch_rows(batch, *rows)
     out = step(batch)
     if out.num_rows != batch.num_rows:
         raise RuntimeError(f"stage {step} returned {out.num_rows} rows for a batch of {batch.num_rows}")
-    write_manifest(out, part)
+    write_manifest(out, part, {BATCH_KEY: key} if key else None)
     return summarize(out)
 
 
@@ -235,22 +250,27 @@ def map_batches(
     name: str,
     runner: Runner,
     resources: Resources = CPU_TASK,
+    keys: Sequence[str] | None = None,
 ) -> Parts:
     """Submit one task per batch not yet done through `runner` (each asking for `resources` on Ray), wait, and
     return the parts (in input order), not their rows.
 
     `table` in memory (an input just read) is sliced into the tasks; `Parts` (an earlier map's output) are read by
-    each task itself, its batch's rows only."""
+    each task itself, its batch's rows only. `keys`: per batch, the identities of the files it reads
+    (`yume_core.identity.batch_keys`): a part written from files since replaced is done again."""
     plan = BatchPlan(Path(parts_dir), batch_size, table.num_rows)
     plan.parts_dir.mkdir(parents=True, exist_ok=True)
-    todo = [i for i in range(plan.num_batches) if not plan.done(i)]
+    key = (lambda i: keys[i]) if keys is not None else (lambda i: None)
+    todo = [i for i in range(plan.num_batches) if not plan.done(i, key(i))]
 
     def submit(i: int):
         start, stop = i * batch_size, min((i + 1) * batch_size, table.num_rows)
         if isinstance(table, Parts):
-            params = {"step": step, "batch": table, "part": str(plan.part(i)), "rows": (start, stop)}
+            params = {"step": step, "batch": table, "part": str(plan.part(i)), "rows": (start, stop),
+                      "key": key(i)}
         else:
-            params = {"step": step, "batch": table.slice(start, stop - start), "part": str(plan.part(i))}
+            params = {"step": step, "batch": table.slice(start, stop - start), "part": str(plan.part(i)),
+                      "key": key(i)}
         return runner.submit(run_batch, params, f"{name}-{i:05d}", resources)
 
     futures = [submit(i) for i in todo]

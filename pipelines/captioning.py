@@ -27,6 +27,7 @@ from pipelines.runners import Resources, Runner, RunnerConfig, task_paths, task_
 from yume_core.config import to_dict
 from yume_core.errors import InputError
 from yume_core.failfast import FailFast
+from yume_core.identity import batch_keys
 from yume_core.manifest import OK, read_manifest_schema
 from yume_core.model_spec import parse_model_spec
 from yume_core.remote import finish_output, open_flow_output_file, open_output
@@ -84,7 +85,17 @@ def caption_step(table: pa.Table | Parts, out: Path, config: CaptionConfig, batc
     inputs = fingerprint(table, settings, columns=("clip_id", "status", "video_path", "caption"))
     step = functools.partial(caption_batch, config=config, fail_fast=captioning_watch(config))
     resources = Resources(cpus=1, gpus=runner.gpus(caption_gpus(config)))
-    return map_batches(step, table, out / "_work" / f"captions-{inputs}", batch_size, "captions", runner, resources)
+    return map_batches(step, table, out / "_work" / f"captions-{inputs}", batch_size, "captions", runner, resources,
+                       keys=_video_keys(table, batch_size))
+
+
+def _video_keys(table: pa.Table | Parts, batch_size: int) -> list[str] | None:
+    """Per batch, the content of its videos as probing hashed them: a clip whose video was replaced is captioned
+    again with its batch; the other batches keep their captions."""
+    if "video_sha256" not in table.column_names:
+        return None
+    column = table.columns(["video_sha256"]) if isinstance(table, Parts) else table.select(["video_sha256"])
+    return batch_keys([column["video_sha256"].to_pylist()], batch_size, table.num_rows)
 
 
 def caption_figures(manifest: pa.Table | Parts, seconds: float, gpus: int, backend: str) -> dict:

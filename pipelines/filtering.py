@@ -31,7 +31,9 @@ from pipelines.flows import StageFlow
 from pipelines.reporting import report
 from pipelines.runners import Resources, RunnerConfig, task_paths, task_runner
 from yume_core import __version__
+from yume_core import remote
 from yume_core.errors import InputError
+from yume_core.identity import batch_keys, file_identities
 from yume_core.manifest import OK, put_column, read_manifest_schema
 from yume_core.remote import finish_output, open_flow_output_file, open_output, public_path
 from yume_core.storage import check_writable
@@ -71,14 +73,15 @@ def run_filter(manifest: str, output: str, config: FilterFlowConfig) -> dict:
     settings.pop("fail_fast")
     inputs = fingerprint(table, settings, columns=("prompt_id", "video_path", "status"))
     plan = BatchPlan(out / "_work" / f"score-{inputs}", config.batch_size, table.num_rows)
-    if config.runner.kind == "threads" and not all(plan.done(i) for i in range(plan.num_batches)):
+    keys = _video_keys(table, source.parent, config.batch_size)  # a video rendered again is scored again
+    if config.runner.kind == "threads" and not all(plan.done(i, keys[i]) for i in range(plan.num_batches)):
         shared_scorer(config.score)  # load models (or find VBench) here: a bad setting fails before any task runs
     step = functools.partial(score_table, config=config.score, videos_root=str(source.parent),
                              fail_fast=scoring_watch(config.score))
     with task_runner(config.runner) as runner:
         started = time.perf_counter()
         resources = Resources(cpus=1, gpus=runner.gpus(score_gpus(config.score)))
-        scored = map_batches(step, table, plan.parts_dir, config.batch_size, "score", runner, resources)
+        scored = map_batches(step, table, plan.parts_dir, config.batch_size, "score", runner, resources, keys=keys)
         seconds = time.perf_counter() - started
     ranked, cut = select_top(scored.columns(score_columns(scored.column_names)), config.top)
     rows = _cut_rows(scored, ranked, source.parent, out)
@@ -91,6 +94,12 @@ def run_filter(manifest: str, output: str, config: FilterFlowConfig) -> dict:
     summary["outputs"]["quality_scores"] = public_path(png)
     finish_output(out)
     return summary
+
+
+def _video_keys(table: Parts, root: Path, batch_size: int) -> list[str]:
+    paths = [None if p is None else p if remote.is_url(p) or os.path.isabs(p) else str(root / p)
+             for p in table.columns(["video_path"])["video_path"].to_pylist()]
+    return batch_keys([file_identities(paths)], batch_size, table.num_rows)
 
 
 VERDICT = ("status", "reason", "error", RANK)

@@ -39,6 +39,7 @@ from pipelines.reporting import report
 from pipelines.runners import Runner, RunnerConfig, task_paths, task_runner
 from yume_core import __version__
 from yume_core.config import load_preset, to_dict
+from yume_core.identity import batch_keys, file_identities
 from yume_core.manifest import CLIP_SCHEMA, conform
 from yume_core.remote import finish_output, is_url, open_output
 from yume_core.sekai import check_frame_counts, check_sekai_csv, probe_clips, read_sekai_csv
@@ -141,9 +142,12 @@ def run_real_world(csv: str, videos: str, trajectories: str, output: str, config
     shards_dir = open_output(shards_dir) if shards_dir else None
     out = Path(output)
     table = read_sekai_csv(csv, videos, trajectories, allow_outside_root=config.allow_outside_root)
-    # what decides a batch's output: its rows, where their files are, and the settings that change results
+    # what decides a batch's output: its rows, where their files are, the settings that change results, and (per
+    # batch) what those files are: a video or trajectory replaced under the same name redoes its batch alone
     settings = {k: v for k, v in to_dict(config).items() if k not in ("shards", "runner", "io_threads", "caption")}
     inputs = fingerprint(table, settings, columns=("csv_row", "clip_id", "status", "video_path", "camera_path"))
+    keys = batch_keys([file_identities(table[c].to_pylist()) for c in ("video_path", "camera_path")],
+                      config.batch_size, table.num_rows)
     clips_dir = out / "_work" / f"clips-{inputs}"
     step = functools.partial(process_clip_batch, config=config)
     provenance = {
@@ -154,7 +158,7 @@ def run_real_world(csv: str, videos: str, trajectories: str, output: str, config
     }
     shards_path = Path(shards_dir) if shards_dir else out / "shards"
     with task_runner(config.runner) as runner:
-        clips = map_batches(step, table, clips_dir, config.batch_size, "clips", runner)
+        clips = map_batches(step, table, clips_dir, config.batch_size, "clips", runner, keys=keys)
         del table  # from here on the rows live in the parts
         manifest = clips.with_schema(conform(clips.schema.empty_table(), CLIP_SCHEMA).schema)
         if config.caption is not None:
