@@ -3,7 +3,9 @@ of both tasks, on a laptop CPU in a few minutes.
 
 The data side is `yume-data build --preset demo` itself (not a second orchestration beside it); this module only
 adds what a person trying the toolkit wants next: proof that a trainer reads the mixture (T2V and I2V steps drawn
-from every set) and that the trained model rolls out in both modes.
+from every set) and that the trained model rolls out in both modes. The demo exits non-zero when a set fails
+verification or the inference check fails (its verdict is built to hold on a loaded 2-core machine, see
+`training_stub.infer_check`), so a run that ends well has shown what it claims.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ def run_demo(output: Path, clips: int = 8, frames: int = 150, steps: int = TRAIN
     click.echo("\noutputs:")
     for name, path in outputs.items():
         click.echo(f"{name:>14}: {path}")
+    if not check["verdict"]["passed"]:  # the demo's claim is that TSCM's cost stays flat: a failed check fails it
+        problems += [f"inference check FAILED: {reason}" for reason in check["verdict"]["reasons"]]
     if problems:
-        raise SystemExit("; ".join(problems))
+        raise SystemExit("demo failed: " + "; ".join(problems))
     return {"record": record, "train": summary, "check": check, "outputs": {k: str(v) for k, v in outputs.items()}}

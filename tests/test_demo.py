@@ -25,7 +25,9 @@ def test_demo_builds_the_mixture_trains_both_tasks_on_it_and_checks_both(tmp_pat
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     for name in ("data card", "mixture", "training run", "infer check", *(f"{s} set" for s in SETS)):
         assert f"{name}:" in done.stdout, name
-    assert "infer-check (PASS" in done.stdout or "infer-check (FAIL" in done.stdout
+    # the demo fails when its inference check fails; a PASS here is the check's verdict on this machine, as loaded
+    # as it is (the verdict's paired step timings hold on 2 busy cores)
+    assert "infer-check (PASS" in done.stdout
     for name in ("card.html", "README.md", "card.json", "mixture.yaml"):
         assert (out / name).is_file(), name
     assert {s.name for s in read_mixture(out / "mixture.yaml")} == set(SETS)
@@ -34,5 +36,9 @@ def test_demo_builds_the_mixture_trains_both_tasks_on_it_and_checks_both(tmp_pat
     assert [r["task"] for r in rows] == ["t2v", "i2v"] * 3  # the schedule alternates
     assert (out / "train" / "loss.png").is_file()
     report = json.loads((out / "train" / "infer-check" / "infer_check.json").read_text())
-    assert set(report["tasks"]) == {"t2v", "i2v"}
+    assert set(report["tasks"]) == {"t2v", "i2v"} and report["verdict"]["passed"], report["verdict"]
+    for task in ("t2v", "i2v"):
+        verdict = report["tasks"][task]["verdict"]
+        assert verdict["window"] == [8, 20] and verdict["tokens"]["tscm"] == [83, 84]  # the cpu preset's bound
+        assert verdict["ratio"]["full"] >= 1.5 and abs(verdict["ratio"]["tscm"] - 1) <= 0.15
     assert list((out / "yume-layout").glob("Keys_*_Mouse_*/*_frames_*-*.mp4"))
