@@ -11,8 +11,9 @@ The json (UTF-8) holds everything a trainer or a person needs besides the pixels
     actions     {"keys": [...], "mouse": [...]  one label per frame step of the pose timeline,
                  "segments": [...], "chunks": [...]  {start_frame, end_frame (inclusive), keys, mouse, agreement, phrase},
                  "frames": length of the pose timeline the labels and frame ranges index,
-                 "stride": ..., plus the quantizer's settings (thresholds, vocabulary, fps, ...) when the caller
-                 passes them as provenance["actions"]}
+                 "trajectory_flags": [...]  the trajectory checks' flags (jitter, jump, frozen; [] when clean),
+                 "stride": ..., plus the quantizer's settings (mode, thresholds, vocabulary, fps, ...) when the
+                 caller passes them as provenance["actions"]}
     metrics     {speed, turn_deg, view_rotation_deg}
     meta        {location, scene, crowd_density, weather, time_of_day, youtube_id, start_frame, end_frame}
     provenance  {sources: {video, camera, image (null here), csv_row}, pipeline_version, created, shards: the ShardConfig,
@@ -55,11 +56,11 @@ REQUIRED_JSON_FIELDS = (
 SAMPLE_COLUMNS = (
     "clip_id", "source", "csv_row", "video_path", "camera_path", "video_bytes", "video_mtime_ns", "video_sha256",
     "video_fps", "video_frames",
-    "width", "height", "num_poses", "caption", "stride", "keys", "mouse", "segments", "chunks",
+    "width", "height", "num_poses", "caption", "stride", "keys", "mouse", "segments", "chunks", "trajectory_flags",
     *META_FIELDS, *METRIC_FIELDS,
 )
 # actions.* entries that come from the row, never from provenance["actions"]
-_ROW_ACTION_FIELDS = ("keys", "mouse", "segments", "chunks", "frames")
+_ROW_ACTION_FIELDS = ("keys", "mouse", "segments", "chunks", "frames", "trajectory_flags")
 EVENT_CAPTION = "caption_event"  # the real-world clip's event caption: the text its I2V samples train on
 
 
@@ -280,6 +281,7 @@ def sample_json(
         segments=_segments(row.get("segments")),
         chunks=_segments(row.get("chunks")),
         frames=timeline_frames,
+        trajectory_flags=list(row.get("trajectory_flags") or []),
         stride=stride,
     )
     return {

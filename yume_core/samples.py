@@ -10,9 +10,10 @@ Hugging Face `datasets` infers one set of features per set and the common fields
     event_text       {"t2v": text or null, "i2v": text or null}: the *event description* each task trains on
                      (null: the sample does not train that task)
     fps, frames, width, height      of the mp4 member
-    actions          the keyboard/mouse labels: {keys, mouse, segments, chunks, frames, stride, ...}; the *action
-                     description* of a training window is the phrases of the chunks it covers (`chunks[*].phrase`),
-                     so it is kept apart from the event text and is empty for sets without labels (lists are [])
+    actions          the keyboard/mouse labels: {keys, mouse, segments, chunks, frames, trajectory_flags, stride,
+                     mode, ...}; the *action description* of a training window is the phrases of the chunks it
+                     covers (`chunks[*].phrase`), so it is kept apart from the event text and is empty for sets
+                     without labels (lists are [])
     provenance       where the sample came from (manifest row, settings)
 
 Yume-1.5's recipe (the defaults, `DEFAULT_TASKS`): real-world clips train T2V on Sekai's scene caption and I2V on
@@ -67,7 +68,8 @@ def task_fields(set_name: str, key: str, texts: Mapping[str, str | None], tasks:
 
 def empty_actions() -> dict:
     """`actions` of a sample without labels: the same fields as a labelled one, with nothing in them."""
-    return {"keys": [], "mouse": [], "segments": [], "chunks": [], "frames": None, "stride": None}
+    return {"keys": [], "mouse": [], "segments": [], "chunks": [], "frames": None, "trajectory_flags": [],
+            "stride": None}
 
 
 def check_sample(meta: Mapping) -> list[str]:
