@@ -92,7 +92,10 @@ def fixtures() -> None:
         mouse = Counter(MOUSE_LABELS[m] for m in labels.mouse)
         pairs = Counter(f"{KEY_LABELS[k]} {MOUSE_LABELS[m]}" for k, m in zip(labels.keys, labels.mouse))
         runs = sum(1 + int(np.count_nonzero(np.diff(k.astype(int) * 9 + m))) for k, m in labels.split())
-        share = lambda counts: ", ".join(f"{k} {v / len(labels.keys):.0%}" for k, v in counts.most_common())  # noqa: E731
+
+        def share(counts: Counter) -> str:
+            return ", ".join(f"{k} {v / len(labels.keys):.0%}" for k, v in counts.most_common())
+
         print(f"| {mode} | {len(labels.keys)} | {share(keys)} | {share(mouse)} | {share(pairs)} | {runs} | "
               f"{len(labels.keys) / runs:.1f} |")
     print()

@@ -58,7 +58,8 @@ class CheckConfig:
                 f"{self.jump_ratio}, {self.frozen_share}"
             )
         if not isinstance(self.jitter_window, int) or self.jitter_window < 1 or self.jitter_window % 2 == 0:
-            raise ValueError(f"checks.jitter_window must be an odd positive number of frames, got {self.jitter_window!r}")
+            raise ValueError(
+                f"checks.jitter_window must be an odd positive number of frames, got {self.jitter_window!r}")
         if not isinstance(self.frozen_frames, int) or self.frozen_frames < 2:
             raise ValueError(f"checks.frozen_frames must be an integer >= 2, got {self.frozen_frames!r}")
 

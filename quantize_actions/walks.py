@@ -167,12 +167,14 @@ def intent_walk(rng: np.random.Generator, n_frames: int = 600, wobble: bool = Tr
     return IntentWalk(_poses(rotations, positions), key_codes, mouse_codes.astype(np.uint8), segment)
 
 
-def chunk_agreement(labels: BatchLabels, walks: list[IntentWalk], config: QuantizeConfig = QuantizeConfig()) -> tuple[int, int]:
+def chunk_agreement(labels: BatchLabels, walks: list[IntentWalk],
+                    config: QuantizeConfig = QuantizeConfig()) -> tuple[int, int]:
     """(agreeing, counted): chunks whose majority (keys, mouse) label equals the intent, counting only chunks whose
     frames all lie in one intended segment (a chunk across a change of intent has no single right answer)."""
     got = fixed_chunks(labels, config)
-    intended = fixed_chunks(BatchLabels(np.concatenate([w.keys for w in walks]), np.concatenate([w.mouse for w in walks]),
-                                        labels.offsets), config)
+    intent = BatchLabels(np.concatenate([w.keys for w in walks]), np.concatenate([w.mouse for w in walks]),
+                         labels.offsets)
+    intended = fixed_chunks(intent, config)
     frame_offsets = np.concatenate([[0], np.cumsum([len(w.segment) for w in walks])])
     segment = np.concatenate([w.segment for w in walks])
     clip = np.repeat(np.arange(len(walks)), np.diff(got.offsets))

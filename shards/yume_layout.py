@@ -123,10 +123,13 @@ def plan_segments(row: dict, min_frames: int | None) -> list[dict]:
     written with: it starts at frame 1 or later and after the end of the clip's previous written segment. Records
     that cannot be written already carry their status (failed: not a range or an unknown label; dropped:
     too_short)."""
+
+    def order(seg: dict) -> tuple:
+        a, b = seg.get("start_frame"), seg.get("end_frame")
+        return (a if isinstance(a, int) else -1, b if isinstance(b, int) else -1)
+
     planned, last_end = [], 0  # frame 0 is never written: the loader takes history from before the start
-    ordered = sorted(row.get("segments") or [], key=lambda seg: (seg.get("start_frame") if isinstance(seg.get("start_frame"), int)
-                                                else -1, seg.get("end_frame") or 0))
-    for seg in ordered:
+    for seg in sorted(row.get("segments") or [], key=order):
         a, b = seg.get("start_frame"), seg.get("end_frame")
         keys, mouse = seg.get("keys"), seg.get("mouse")
         rec = dict(clip_id=row.get("clip_id"), start_frame=a, end_frame=b, keys=keys, mouse=mouse)
@@ -273,7 +276,7 @@ def export_yume(table: pa.Table, out_dir: str | Path, min_frames: int | None = D
     with ThreadPoolExecutor(workers) as ex:
         results = list(ex.map(run, range(len(rows))))
     readme = out_dir / "README.md"
-    if not readme.is_file() or readme.read_text(encoding="utf-8") != readme_text(min_frames):  # a rerun rewrites nothing
+    if not readme.is_file() or readme.read_text(encoding="utf-8") != readme_text(min_frames):  # reruns rewrite nothing
         atomic_write_text(readme, readme_text(min_frames))
     flat = [r for rs in results for r in rs]
     cols = {f.name: [r.get(f.name) for r in flat] for f in EXPORT_SCHEMA}

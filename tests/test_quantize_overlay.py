@@ -85,7 +85,7 @@ def test_cli_view_of_trajectories_without_videos(tmp_path):
 
 def test_overlay_page_loads_in_a_browser_without_errors(labelled, tmp_path):
     _, page = labelled
-    still = write_overlay(quantize_files(sorted(FIXTURES.glob("Keys_W_A_Mouse_Left/*.npy"))), page.parent / "still")
+    write_overlay(quantize_files(sorted(FIXTURES.glob("Keys_W_A_Mouse_Left/*.npy"))), page.parent / "still")
     with serve(page.parent) as base, Browser() as browser:
         slider = browser.open(f"{base}/still/index.html")  # no videos: a slider scrubs the timeline
         moved = slider.evaluate("""(() => { const s = document.querySelector('input[type=range]');
