@@ -20,8 +20,8 @@ What Yume's loader (`StableVideoAnimationDataset`) needs, and so what every expo
   So full clips are written under `full_mp4/`, and every segment starts at frame 1 or later.
 - Yume's own segments never share a frame, while runs of labels do (one run ends at the frame where the next
   begins: Yume's both-ends-inclusive convention). So a segment starts after the last frame of the clip's previous
-  exported segment. Both rules only ever move a start one frame on (runs are contiguous); every remaining step still
-  carries the segment's label.
+  exported segment. On the runs the actions stage writes, these rules move a start by one frame at most; every
+  remaining step still carries the segment's label.
 - It needs at least 33 frames (`min_frames`): shorter segments, after those moves, are dropped as too_short.
 The folder for Yume's `ROOT/*/*.mp4` glob is `out_dir` itself: the full clips sit one level deeper, out of it.
 
