@@ -154,7 +154,7 @@ def run_real_world(csv: str, videos: str, trajectories: str, output: str, config
         "pipeline": f"yume-data {__version__}",
         "flow": "real-world",
         "csv": csv if is_url(csv) else recorded_path(str(Path(csv).resolve()), root),
-        "actions": to_dict(config.actions),
+        "actions": config.actions.recorded(),
     }
     shards_path = Path(shards_dir) if shards_dir else out / "shards"
     with task_runner(config.runner) as runner:

@@ -1,4 +1,5 @@
-"""What a person sees at the end of a flow: counts by status and reason, the action histogram, where outputs are.
+"""What a person sees at the end of a flow: counts by status and reason, the action histogram, the trajectory flags,
+where outputs are.
 
 The same summary goes to the terminal, to `summary.json` beside the manifest, and to a Prefect artifact when a
 flow run is active (so it shows in the Prefect UI of a server the run reports to).
@@ -27,12 +28,17 @@ def report(manifest: "pa.Table | Parts", out: Path, title: str, seconds: float, 
     if isinstance(manifest, Parts):
         summary = manifest.summarize()
         hist = _parts_histogram(manifest) if summary["ok"] and "keys" in manifest.column_names else None
+        flags = (_add_counts(quantize_actions.flag_counts(t["trajectory_flags"])
+                             for t in manifest.iter_tables(["trajectory_flags"]))
+                 if "trajectory_flags" in manifest.column_names else None)
     else:
         summary = summarize(manifest)
         ok = manifest.filter(pc.equal(manifest["status"], OK))
         hist = None
         if ok.num_rows and "keys" in ok.column_names:  # clip manifests; prompt and video manifests have no actions
             hist = quantize_actions.action_histogram(ok["keys"], ok["mouse"])
+        flags = (quantize_actions.flag_counts(manifest["trajectory_flags"].combine_chunks())
+                 if "trajectory_flags" in manifest.column_names else None)
     summary["seconds"] = round(seconds, 2)
     summary["outputs"] = {"manifest": str(out / "manifest.parquet")}
     if (out / "shards").is_dir():
@@ -42,11 +48,16 @@ def report(manifest: "pa.Table | Parts", out: Path, title: str, seconds: float, 
         quantize_actions.plot_action_histogram(hist, png)
         summary["actions"] = {"keys": hist["keys"], "mouse": hist["mouse"]}
         summary["outputs"]["actions_histogram"] = str(png)
+    if flags is not None:
+        summary["trajectory_flags"] = flags  # clips checked (rows with poses) and how many carry each flag
     if extra:
         summary[title] = extra
     summary["outputs"] = {k: public_path(v) for k, v in summary["outputs"].items()}  # URLs for a bucket's output
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
     text = format_summary(summary, title)
+    if flags is not None:
+        text += (f"\n  trajectory flags: {flags['flagged']} of {flags['checked']} checked clips (jitter "
+                 f"{flags['jitter']}, jump {flags['jump']}, frozen {flags['frozen']})")
     if extra:
         text += "\n" + "\n".join(f"  {k}: {v}" for k, v in extra.items())
     print(text)
@@ -73,6 +84,14 @@ def _parts_histogram(manifest: Parts) -> dict:
             for m, n in row.items():
                 total["pairs"][k][m] += n
     return total or quantize_actions.action_histogram([], [])
+
+
+def _add_counts(counts) -> dict:
+    total: dict = {}
+    for c in counts:
+        for k, v in c.items():
+            total[k] = total.get(k, 0) + v
+    return total or quantize_actions.flag_counts([])
 
 
 def _artifact(summary: dict, title: str, text: str) -> None:

@@ -11,7 +11,7 @@ from quantize_actions.batch import TrajectoryBatch
 from quantize_actions.checks import CheckResult, check_batch, check_many, flag_counts
 from quantize_actions.config import MODES, TRAJECTORY_FLAGS, CheckConfig, HeadingConfig, QuantizeConfig
 from quantize_actions.heading import heading_batch
-from quantize_actions.histogram import action_histogram, plot_action_histogram
+from quantize_actions.histogram import action_histogram, code_histogram, mode_histograms, plot_action_histogram
 from quantize_actions.metrics import motion_metrics, motion_metrics_batch, motion_metrics_many
 from quantize_actions.modes import label, label_batch, label_many
 from quantize_actions.overlay import write_overlay
@@ -56,6 +56,7 @@ __all__ = [
     "check_many",
     "chunk_agreement",
     "chunks",
+    "code_histogram",
     "find_trajectory_files",
     "fixed_chunks",
     "flag_counts",
@@ -68,6 +69,7 @@ __all__ = [
     "load_vocabulary",
     "motion_metrics",
     "motion_metrics_batch",
+    "mode_histograms",
     "motion_metrics_many",
     "plot_action_histogram",
     "poses_from_actions",

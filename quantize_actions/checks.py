@@ -146,7 +146,8 @@ def check_batch(batch: TrajectoryBatch, config: CheckConfig = CheckConfig()) -> 
 
     # frozen: runs of unchanged poses while the clip changes elsewhere
     turn_typical = np.nan_to_num(per_clip_median(turn, step_clip, n_clips))
-    still = (steps <= config.frozen_share * typical[step_clip]) & (turn <= config.frozen_share * turn_typical[step_clip])
+    still = (steps <= config.frozen_share * typical[step_clip]) & (
+        turn <= config.frozen_share * turn_typical[step_clip])
     frozen_frames, first_still = _longest_runs(still, step_at, step_clip, n_clips)
     frozen_frame = np.where(first_still >= 0, local[np.maximum(first_still, 0)], -1)
     changes = np.bincount(step_clip[~still], minlength=n_clips) > 0

@@ -58,7 +58,8 @@ class CheckConfig:
                 f"{self.jump_ratio}, {self.frozen_share}"
             )
         if not isinstance(self.jitter_window, int) or self.jitter_window < 1 or self.jitter_window % 2 == 0:
-            raise ValueError(f"checks.jitter_window must be an odd positive number of frames, got {self.jitter_window!r}")
+            raise ValueError(
+                f"checks.jitter_window must be an odd positive number of frames, got {self.jitter_window!r}")
         if not isinstance(self.frozen_frames, int) or self.frozen_frames < 2:
             raise ValueError(f"checks.frozen_frames must be an integer >= 2, got {self.frozen_frames!r}")
 
@@ -104,6 +105,16 @@ class QuantizeConfig:
         if unknown:
             raise ValueError(f"drop_flags {unknown} are not trajectory flags; known: {list(TRAJECTORY_FLAGS)}")
         phrase_table(self.vocabulary)  # a wrong name or a broken file stops the run before any batch starts
+
+    def recorded(self) -> dict:
+        """The settings a sample and its provenance record. Labels made by Yume's published rule as released
+        (`published` mode, no clip dropped by its flags) record what they always did, so a build from before the
+        modes existed is rebuilt byte for byte; any other labelling records its mode, settings and checks."""
+        settings = asdict(self)
+        if self.mode == "published" and not self.drop_flags:
+            for name in ("mode", "heading", "checks", "drop_flags"):
+                settings.pop(name)
+        return settings
 
     @property
     def translation_cutoff(self) -> float:

@@ -6,12 +6,16 @@ sampler or a training run is designed around them. Counting is done on flattened
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from quantize_actions.batch import TrajectoryBatch
+from quantize_actions.config import MODES, QuantizeConfig
+from quantize_actions.modes import label_batch
 from yume_core.actions import KEY_LABELS, MOUSE_LABELS, NUM_LABELS
 from yume_core.figures import agg_figure, save_png
 
@@ -43,7 +47,12 @@ def action_histogram(keys_lists, mouse_lists) -> dict:
     steps_k, steps_m = (pc.fill_null(pc.list_value_length(x), 0) for x in (keys, mouse))
     if len(keys) != len(mouse) or pc.any(pc.not_equal(steps_k, steps_m)).as_py():
         raise ValueError("keys and mouse must have the same number of rows and the same number of steps per row")
-    k, m = _codes(keys, KEY_LABELS, "keys"), _codes(mouse, MOUSE_LABELS, "mouse")
+    return code_histogram(_codes(keys, KEY_LABELS, "keys"), _codes(mouse, MOUSE_LABELS, "mouse"))
+
+
+def code_histogram(k: np.ndarray, m: np.ndarray) -> dict:
+    """`action_histogram` of per-step label codes (indices into KEY_LABELS / MOUSE_LABELS)."""
+    k, m = np.asarray(k, np.int64), np.asarray(m, np.int64)
     pairs = np.bincount(k * NUM_LABELS + m, minlength=NUM_LABELS * NUM_LABELS).reshape(NUM_LABELS, NUM_LABELS)
     return {
         "steps": int(len(k)),
@@ -51,6 +60,17 @@ def action_histogram(keys_lists, mouse_lists) -> dict:
         "mouse": dict(zip(MOUSE_LABELS, pairs.sum(axis=0).tolist())),
         "pairs": {kl: dict(zip(MOUSE_LABELS, row)) for kl, row in zip(KEY_LABELS, pairs.tolist())},
     }
+
+
+def mode_histograms(poses_list, config: QuantizeConfig = QuantizeConfig()) -> dict[str, dict]:
+    """The histogram of the same trajectories under each labelling mode, with `config`'s other settings: what a
+    keys x mouse grid shows either way (a set's samples hold one mode's labels; their poses give both)."""
+    batch = TrajectoryBatch.from_list(poses_list)
+    out = {}
+    for mode in MODES:
+        labels = label_batch(batch, replace(config, mode=mode))
+        out[mode] = code_histogram(labels.keys, labels.mouse)
+    return out
 
 
 def plot_action_histogram(hist: dict, path: str | Path, title: str = "Action histogram") -> Path:

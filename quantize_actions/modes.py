@@ -18,7 +18,8 @@ def label_batch(batch: TrajectoryBatch, config: QuantizeConfig = QuantizeConfig(
     return heading_batch(batch, config) if config.mode == "heading" else quantize_batch(batch, config)
 
 
-def label_many(poses_list: Sequence[np.ndarray], config: QuantizeConfig = QuantizeConfig()) -> list[tuple[np.ndarray, np.ndarray]]:
+def label_many(poses_list: Sequence[np.ndarray],
+               config: QuantizeConfig = QuantizeConfig()) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per-step (key_codes, mouse_codes) of each trajectory under `config.mode`, in one pass over all of them."""
     return label_batch(TrajectoryBatch.from_list(poses_list), config).split()
 

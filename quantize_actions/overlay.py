@@ -66,7 +66,8 @@ def dominant_labels(table: pa.Table) -> np.ndarray:
     return np.where(counts.sum(axis=1) > 0, counts.argmax(axis=1), -1)
 
 
-def sample_rows(dominant: np.ndarray, eligible: np.ndarray, per_label: int, seed: int) -> list[tuple[int, list[int], int]]:
+def sample_rows(dominant: np.ndarray, eligible: np.ndarray, per_label: int,
+                seed: int) -> list[tuple[int, list[int], int]]:
     """[(pair code, rows, clips with that label)] in label order: up to `per_label` eligible rows of each dominant
     label, drawn with a generator seeded by (seed, code) so one label's sample does not change when another's
     clips change."""

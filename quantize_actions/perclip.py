@@ -28,7 +28,8 @@ def _local_index(clip: np.ndarray, n_clips: int) -> tuple[np.ndarray, np.ndarray
     return np.arange(len(clip)) - starts[clip], counts
 
 
-def per_clip_median(values: np.ndarray, clip: np.ndarray, n_clips: int, eligible: np.ndarray | None = None) -> np.ndarray:
+def per_clip_median(values: np.ndarray, clip: np.ndarray, n_clips: int,
+                    eligible: np.ndarray | None = None) -> np.ndarray:
     """The (lower) median of `values[eligible]` within each clip; NaN for a clip with no eligible value."""
     keyed = np.asarray(values, np.float64) if eligible is None else np.where(eligible, values, np.inf)
     n_eligible = np.bincount(clip if eligible is None else clip[eligible], minlength=n_clips)

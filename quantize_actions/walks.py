@@ -11,7 +11,8 @@ agreement of a mode with intent can only be measured on walks made from an inten
   2.5-4e-3 rad/frame (on the spot or walking forward); plus what a walking camera adds: lateral sway (heading sd ~8
   degrees around the intended sector, at the gait cycle's ~1 Hz), head yaw wobble (~4e-4 rad/frame), bob, speed
   changes eased over a few frames; then optional position noise (in steps) and rotation noise (in radians), as a
-  pose estimator adds them. Steps are 1.5-3e-3 per frame, like the fixtures' walks in Sekai's units.
+  pose estimator adds them. Steps are 1.5-3e-3 per frame, like the fixtures' walks in Sekai's units. A segment's
+  intended heading lies up to 15 degrees off its sector's centre (`spread_deg`).
 """
 
 from __future__ import annotations
@@ -121,9 +122,11 @@ def _plan(rng: np.random.Generator, n_frames: int) -> list[tuple[int, str, int]]
 
 
 def intent_walk(rng: np.random.Generator, n_frames: int = 600, wobble: bool = True, position_noise: float = 0.0,
-                rotation_noise: float = 0.0) -> IntentWalk:
+                rotation_noise: float = 0.0, spread_deg: float = 15.0) -> IntentWalk:
     """A walk of `n_frames` poses from a random plan (see the module docstring). `position_noise`: sd per axis in
-    walking steps; `rotation_noise`: sd per axis in radians; both independent per frame."""
+    walking steps; `rotation_noise`: sd per axis in radians; both independent per frame. `spread_deg`: how far from
+    its sector's centre a segment's intended heading may lie (uniform; 22.5 reaches the sector's edges, where the
+    intent itself is a coin toss once the walker sways)."""
     plan = _plan(rng, n_frames)
     lengths = np.array([p[0] for p in plan])
     segment = np.repeat(np.arange(len(plan)), lengths)[:n_frames]
@@ -137,9 +140,9 @@ def intent_walk(rng: np.random.Generator, n_frames: int = 600, wobble: bool = Tr
 
     step = rng.uniform(1.5e-3, 3e-3)
     cycle = rng.uniform(0.8, 1.1)  # gait cycles per second (two steps each)
-    # the intended heading: anywhere within 15 degrees of its sector's centre, as real walks are (the fixtures' W+D
-    # segments head 9-52 degrees), not on the centre line
-    heading = np.arctan2(direction[:, 0], direction[:, 1]) + np.radians(rng.uniform(-15, 15, len(plan)))[segment]
+    # the intended heading lies off the centre line, as real walks do (the fixtures' W+D segments head 9-52 degrees)
+    spread = np.radians(rng.uniform(-spread_deg, spread_deg, len(plan)))
+    heading = np.arctan2(direction[:, 0], direction[:, 1]) + spread[segment]
     speed = np.hypot(direction[:, 0], direction[:, 1]) * step
     yaw_rate, pitch_rate = turn, np.zeros(n_frames)
     if wobble:
@@ -164,12 +167,14 @@ def intent_walk(rng: np.random.Generator, n_frames: int = 600, wobble: bool = Tr
     return IntentWalk(_poses(rotations, positions), key_codes, mouse_codes.astype(np.uint8), segment)
 
 
-def chunk_agreement(labels: BatchLabels, walks: list[IntentWalk], config: QuantizeConfig = QuantizeConfig()) -> tuple[int, int]:
+def chunk_agreement(labels: BatchLabels, walks: list[IntentWalk],
+                    config: QuantizeConfig = QuantizeConfig()) -> tuple[int, int]:
     """(agreeing, counted): chunks whose majority (keys, mouse) label equals the intent, counting only chunks whose
     frames all lie in one intended segment (a chunk across a change of intent has no single right answer)."""
     got = fixed_chunks(labels, config)
-    intended = fixed_chunks(BatchLabels(np.concatenate([w.keys for w in walks]), np.concatenate([w.mouse for w in walks]),
-                                        labels.offsets), config)
+    intent = BatchLabels(np.concatenate([w.keys for w in walks]), np.concatenate([w.mouse for w in walks]),
+                         labels.offsets)
+    intended = fixed_chunks(intent, config)
     frame_offsets = np.concatenate([[0], np.cumsum([len(w.segment) for w in walks])])
     segment = np.concatenate([w.segment for w in walks])
     clip = np.repeat(np.arange(len(walks)), np.diff(got.offsets))

@@ -11,8 +11,10 @@ The json (UTF-8) holds everything a trainer or a person needs besides the pixels
     actions     {"keys": [...], "mouse": [...]  one label per frame step of the pose timeline,
                  "segments": [...], "chunks": [...]  {start_frame, end_frame (inclusive), keys, mouse, agreement, phrase},
                  "frames": length of the pose timeline the labels and frame ranges index,
-                 "stride": ..., plus the quantizer's settings (thresholds, vocabulary, fps, ...) when the caller
-                 passes them as provenance["actions"]}
+                 "stride": ..., plus the quantizer's settings (thresholds, vocabulary, fps, ...) when the
+                 caller passes them as provenance["actions"]; labels made otherwise than by Yume's published
+                 rule as released add the `mode` and its settings there, and the row's "trajectory_flags" (the
+                 trajectory checks' flags: jitter, jump, frozen; [] when clean)}
     metrics     {speed, turn_deg, view_rotation_deg}
     meta        {location, scene, crowd_density, weather, time_of_day, youtube_id, start_frame, end_frame}
     provenance  {sources: {video, camera, image (null here), csv_row}, pipeline_version, created, shards: the ShardConfig,
@@ -55,11 +57,11 @@ REQUIRED_JSON_FIELDS = (
 SAMPLE_COLUMNS = (
     "clip_id", "source", "csv_row", "video_path", "camera_path", "video_bytes", "video_mtime_ns", "video_sha256",
     "video_fps", "video_frames",
-    "width", "height", "num_poses", "caption", "stride", "keys", "mouse", "segments", "chunks",
+    "width", "height", "num_poses", "caption", "stride", "keys", "mouse", "segments", "chunks", "trajectory_flags",
     *META_FIELDS, *METRIC_FIELDS,
 )
 # actions.* entries that come from the row, never from provenance["actions"]
-_ROW_ACTION_FIELDS = ("keys", "mouse", "segments", "chunks", "frames")
+_ROW_ACTION_FIELDS = ("keys", "mouse", "segments", "chunks", "frames", "trajectory_flags")
 EVENT_CAPTION = "caption_event"  # the real-world clip's event caption: the text its I2V samples train on
 
 
@@ -283,7 +285,7 @@ def sample_json(
     """The json record of a row (see the module docstring). `video` overrides fps/frames/size (after transcoding)."""
     video = video or {}
     texts = {"t2v": row.get("caption"), "i2v": row.get(EVENT_CAPTION)}
-    common = task_fields("real_world", key or sanitize_key(row.get("clip_id")), texts, ctx.spec.tasks)
+    common = task_fields(ctx.spec.set_name, key or sanitize_key(row.get("clip_id")), texts, ctx.spec.tasks)
     captions = {"scene": row.get("caption")}
     for name in caption_columns(row.keys()):
         captions[name] = row.get(name)
@@ -299,6 +301,8 @@ def sample_json(
         frames=timeline_frames,
         stride=stride,
     )
+    if "mode" in ctx.action_settings:  # labelled otherwise than by the published rule as released: say how
+        actions["trajectory_flags"] = list(row.get("trajectory_flags") or [])
     return {
         **common,
         "clip_id": row.get("clip_id"),

@@ -20,8 +20,8 @@ What Yume's loader (`StableVideoAnimationDataset`) needs, and so what every expo
   So full clips are written under `full_mp4/`, and every segment starts at frame 1 or later.
 - Yume's own segments never share a frame, while runs of labels do (one run ends at the frame where the next
   begins: Yume's both-ends-inclusive convention). So a segment starts after the last frame of the clip's previous
-  exported segment. Both rules only ever move a start one frame on (runs are contiguous); every remaining step still
-  carries the segment's label.
+  exported segment. On the runs the actions stage writes, these rules move a start by one frame at most; every
+  remaining step still carries the segment's label.
 - It needs at least 33 frames (`min_frames`): shorter segments, after those moves, are dropped as too_short.
 The folder for Yume's `ROOT/*/*.mp4` glob is `out_dir` itself: the full clips sit one level deeper, out of it.
 
@@ -123,10 +123,13 @@ def plan_segments(row: dict, min_frames: int | None) -> list[dict]:
     written with: it starts at frame 1 or later and after the end of the clip's previous written segment. Records
     that cannot be written already carry their status (failed: not a range or an unknown label; dropped:
     too_short)."""
+
+    def order(seg: dict) -> tuple:
+        a, b = seg.get("start_frame"), seg.get("end_frame")
+        return (a if isinstance(a, int) else -1, b if isinstance(b, int) else -1)
+
     planned, last_end = [], 0  # frame 0 is never written: the loader takes history from before the start
-    ordered = sorted(row.get("segments") or [], key=lambda seg: (seg.get("start_frame") if isinstance(seg.get("start_frame"), int)
-                                                else -1, seg.get("end_frame") or 0))
-    for seg in ordered:
+    for seg in sorted(row.get("segments") or [], key=order):
         a, b = seg.get("start_frame"), seg.get("end_frame")
         keys, mouse = seg.get("keys"), seg.get("mouse")
         rec = dict(clip_id=row.get("clip_id"), start_frame=a, end_frame=b, keys=keys, mouse=mouse)
@@ -273,7 +276,7 @@ def export_yume(table: pa.Table, out_dir: str | Path, min_frames: int | None = D
     with ThreadPoolExecutor(workers) as ex:
         results = list(ex.map(run, range(len(rows))))
     readme = out_dir / "README.md"
-    if not readme.is_file() or readme.read_text(encoding="utf-8") != readme_text(min_frames):  # a rerun rewrites nothing
+    if not readme.is_file() or readme.read_text(encoding="utf-8") != readme_text(min_frames):  # reruns rewrite nothing
         atomic_write_text(readme, readme_text(min_frames))
     flat = [r for rs in results for r in rs]
     cols = {f.name: [r.get(f.name) for r in flat] for f in EXPORT_SCHEMA}

@@ -122,6 +122,13 @@ def test_labels_do_not_depend_on_the_batch():
         np.testing.assert_array_equal(m, alone_m)
 
 
+def test_the_cli_offers_exactly_the_modes_and_flags():
+    from pipelines import cli_actions
+    from quantize_actions import MODES, TRAJECTORY_FLAGS
+
+    assert cli_actions.MODES == MODES and cli_actions.FLAGS == TRAJECTORY_FLAGS
+
+
 def test_mode_is_validated_and_recorded():
     with pytest.raises(ValueError, match="mode"):
         QuantizeConfig(mode="sectors")

@@ -40,3 +40,22 @@ def test_plot_writes_a_png(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert out.stat().st_size > 10_000
     assert [p.name for p in out.parent.iterdir()] == ["actions.png"]  # no temp file left behind
+
+
+def test_the_same_poses_under_both_modes():
+    """A sideways-swaying walk: the published rule calls it W+A/W+D, the heading mode W; both grids count the same
+    steps, and the published one equals the histogram of the published labels."""
+    import numpy as np
+
+    from quantize_actions import KEY_LABELS, MOUSE_LABELS, mode_histograms, quantize
+
+    n = 120
+    poses = np.tile(np.eye(4), (n, 1, 1))
+    poses[:, 2, 3] = np.arange(n) * 2e-3
+    poses[:, 0, 3] = 1e-3 * np.sin(np.arange(n) * 2 * np.pi / 30)  # sway of up to 6 degrees at the gait cycle
+    grids = mode_histograms([poses])
+    assert grids["published"]["steps"] == grids["heading"]["steps"] == n - 1
+    assert grids["heading"]["keys"]["W"] == n - 1
+    assert grids["published"]["keys"]["W+A"] > 30 and grids["published"]["keys"]["W+D"] > 30
+    keys, mouse = quantize(poses)
+    assert grids["published"] == action_histogram([[KEY_LABELS[k] for k in keys]], [[MOUSE_LABELS[m] for m in mouse]])

@@ -85,7 +85,7 @@ def test_cli_view_of_trajectories_without_videos(tmp_path):
 
 def test_overlay_page_loads_in_a_browser_without_errors(labelled, tmp_path):
     _, page = labelled
-    still = write_overlay(quantize_files(sorted(FIXTURES.glob("Keys_W_A_Mouse_Left/*.npy"))), page.parent / "still")
+    write_overlay(quantize_files(sorted(FIXTURES.glob("Keys_W_A_Mouse_Left/*.npy"))), page.parent / "still")
     with serve(page.parent) as base, Browser() as browser:
         slider = browser.open(f"{base}/still/index.html")  # no videos: a slider scrubs the timeline
         moved = slider.evaluate("""(() => { const s = document.querySelector('input[type=range]');
@@ -106,3 +106,19 @@ def test_overlay_page_loads_in_a_browser_without_errors(labelled, tmp_path):
         assert view.evaluate("document.querySelector('.now').textContent") != first  # the label follows playback
         assert view.evaluate("Array.from(document.querySelectorAll('video')).every((v) => v.readyState >= 1)")
         assert view.errors() == []
+
+
+def test_cli_view_of_a_real_world_output_folder(labelled, tmp_path):
+    """The real-world flow's output folder holds manifest.parquet: `actions view OUT` finds it."""
+    from pipelines.cli import main
+    from yume_core.manifest import write_manifest
+
+    table, _ = labelled
+    write_manifest(table, tmp_path / "out" / "manifest.parquet")
+    result = CliRunner().invoke(main, ["actions", "view", str(tmp_path / "out"), "-o", str(tmp_path / "page"),
+                                       "--per-label", "1"])
+    assert result.exit_code == 0, result.output
+    data = page_data(tmp_path / "page" / "index.html")
+    assert data["mode"] == "heading" and all(len(s["clips"]) == 1 for s in data["sections"])
+    empty = CliRunner().invoke(main, ["actions", "view", str(tmp_path), "-o", str(tmp_path / "p2")])
+    assert empty.exit_code == 2 and "holds no manifest.parquet" in empty.output

@@ -82,11 +82,12 @@ def test_good_rows_carry_actions_and_land_in_shards(first_run):
     for row in ok:
         meta = by_key[row["clip_id"]]["json"]
         assert meta["actions"]["keys"] == row["keys"] and meta["actions"]["mouse"] == row["mouse"]
+        assert meta["actions"]["mode"] == "published" and meta["actions"]["trajectory_flags"] == row["trajectory_flags"]
         assert by_key[row["clip_id"]]["npy"].shape == (row["num_poses"], 4, 4)
     assert shards.verify_shards(out / "shards", decode=True).ok
 
 
-def test_summary_histogram_and_artifacts_are_written(first_run):
+def test_summary_histogram_and_artifacts_are_written(sample, first_run):
     out, summary = first_run
     saved = json.loads((out / "summary.json").read_text())
     assert saved["in"] == summary["in"] and saved["by_reason"] == summary["by_reason"]
@@ -95,6 +96,14 @@ def test_summary_histogram_and_artifacts_are_written(first_run):
     ok_keys = manifest.filter(pc.equal(manifest["status"], "ok"))["keys"].to_pylist()
     assert sum(saved["actions"]["keys"].values()) == sum(len(k) for k in ok_keys) > 0
     assert (out / "actions_histogram.png").stat().st_size > 1000
+    # the generated walker stands perfectly still (no estimation noise): its stands are poses that do not change
+    # while the clip moves elsewhere, which is what `frozen` means; nothing else is flagged
+    checked = [r for r in manifest.to_pylist() if r["trajectory_flags"] is not None]
+    for row in checked:
+        stands = any(seg.action == "stand_still" for seg in sample.segments[row["clip_id"]])
+        assert row["trajectory_flags"] == (["frozen"] if stands else []), row["clip_id"]
+    frozen = sum(bool(r["trajectory_flags"]) for r in checked)
+    assert saved["trajectory_flags"] == {"jitter": 0, "jump": 0, "frozen": frozen, "flagged": frozen, "checked": 6}
 
 
 def test_a_rerun_skips_finished_batches_and_shards(sample, first_run):
@@ -181,3 +190,45 @@ def test_shards_write_and_verify_commands_on_a_finished_manifest(first_run, tmp_
         f.seek(600)
         f.write(bytes([byte[0] ^ 0xFF]))
     assert runner.invoke(main, ["shards", "verify", str(tmp_path / "s")]).exit_code == 1
+
+
+@pytest.mark.slow
+def test_heading_mode_and_a_dropped_jump_in_the_flow(sample, tmp_path):
+    """`actions: {mode: heading, drop_flags: [jump]}`: labels from the heading mode, recorded in every sample; the
+    clip whose poses jump is dropped with the flag's reason, and the summary counts it."""
+    import shutil
+
+    import numpy as np
+
+    import quantize_actions
+
+    root = tmp_path / "sekai"
+    shutil.copytree(sample.out_dir, root)
+    moved = {p: root / p.relative_to(sample.out_dir) for p in (sample.csv_path, sample.videos_dir, sample.cameras_dir)}
+    def walked(cid):  # steps that translate (pans and stands do not)
+        with np.load(sample.camera_path(cid)) as z:
+            return np.linalg.norm(np.diff(z["extrinsic"][:, :3, 3], axis=0), axis=1)
+
+    jumpy = max((sample.clip_ids[i] for i in sample.good_rows), key=lambda cid: (walked(cid) > 0).sum())
+    camera = moved[sample.cameras_dir] / f"{jumpy}.npz"
+    with np.load(camera) as z:
+        arrays = dict(z)
+    steps = walked(jumpy)
+    arrays["extrinsic"][40:, 0, 3] += 12 * np.median(steps[steps > 0])
+    np.savez(camera, **arrays)
+    cfg = from_dict(RealWorldConfig, {"batch_size": 3, "runner": {"kind": "threads", "workers": 2},
+                                      "actions": {"mode": "heading", "drop_flags": ["jump"]}})
+    summary = run_flow(str(moved[sample.csv_path]), str(moved[sample.videos_dir]), str(moved[sample.cameras_dir]),
+                       str(tmp_path / "out"), cfg)
+    manifest = read_manifest(tmp_path / "out" / "manifest.parquet")
+    rows = {r["clip_id"]: r for r in manifest.to_pylist() if r["reason"] != "duplicate_video"}
+    assert (rows[jumpy]["status"], rows[jumpy]["reason"]) == ("dropped", "trajectory_jump")
+    assert summary["trajectory_flags"]["jump"] == 1 and summary["ok"] == 4
+    heading = quantize_actions.QuantizeConfig(mode="heading")
+    for row in rows.values():
+        if row["status"] == "ok":
+            keys, _ = quantize_actions.label(quantize_actions.load_trajectory(row["camera_path"]), heading)
+            assert row["keys"] == [quantize_actions.KEY_LABELS[k] for k in keys]
+    tars = sorted(str(p) for p in (tmp_path / "out" / "shards").glob("*.tar"))
+    samples = list(wds.WebDataset(tars, shardshuffle=False).decode())
+    assert len(samples) == 4 and all(s["json"]["actions"]["mode"] == "heading" for s in samples)

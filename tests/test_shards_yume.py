@@ -89,7 +89,8 @@ def test_export(tmp_path):
         info = probe_video(base.with_suffix(".mp4"))
         assert (info.frames, info.width, info.height) == (b - a + 1, 64, 36)
     assert written >= 5
-    assert (out / "Keys_None_Mouse_Up_Right" / f"{Path(t['video_file'][0].as_py()).stem}_frames_00001-00009.mp4").is_file()
+    stem = Path(t["video_file"][0].as_py()).stem
+    assert (out / "Keys_None_Mouse_Up_Right" / f"{stem}_frames_00001-00009.mp4").is_file()
 
     # rerun: every written segment is found and skipped, nothing rewritten
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}

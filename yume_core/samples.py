@@ -14,7 +14,9 @@ Hugging Face `datasets` infers one set of features per set and the common fields
     fps, frames, width, height      of the mp4 member
     actions          the keyboard/mouse labels: {keys, mouse, segments, chunks, frames, stride, ...}; the *action
                      description* of a training window is the phrases of the chunks it covers (`chunks[*].phrase`),
-                     so it is kept apart from the event text and is empty for sets without labels (lists are [])
+                     so it is kept apart from the event text and is empty for sets without labels (lists are []);
+                     labels made otherwise than by Yume's published rule also say how (`mode` and its settings)
+                     and carry the clip's `trajectory_flags`
     provenance       where the sample came from (manifest row, settings)
 
 Yume-1.5's recipe (the defaults, `DEFAULT_TASKS`): real-world clips train T2V on Sekai's scene caption and I2V on
