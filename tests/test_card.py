@@ -157,6 +157,10 @@ def test_set_figures_equal_set_stats_and_the_manifests(demo_build, card):
     ev = _ok(_output(demo_build, record, "event/screening"))
     s = card["sets"]["event"]
     assert s["tasks"] == record["sets"]["event"]["tasks"] == ["t2v", "i2v"] and "exclusively" in s["tasks_note"]
+    labels = card["sets"]["real_world"]["labels"]
+    summary = json.loads(_output(demo_build, record, "real_world/real_world", "summary").read_text())
+    assert labels == {"mode": "published", "trajectory_flags": summary["trajectory_flags"]}
+    assert labels["trajectory_flags"]["checked"] > 0 and "labels" not in card["sets"]["synthetic"]
     assert [(n, c["recipe"]) for n, c in card["sets"].items()] == \
         [("real_world", "sekai"), ("synthetic", "t2v_synthetic"), ("event", "i2v_event")]
     assert card["sets"]["synthetic"]["source"]["url"] == "https://huggingface.co/datasets/nkp37/OpenVid-1M"

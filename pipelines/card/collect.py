@@ -70,6 +70,10 @@ def _set_section(out: Path, name: str, info: dict, extras: Extras) -> dict:
         section["screening"] = _screening(out, info["screening"])
     if info.get("kind") == "event":
         section["tasks_note"] = EVENT_TASKS_NOTE
+    if info.get("labels"):  # how the actions were labelled, and what the trajectory checks found
+        labels = info["labels"]
+        section["labels"] = {"mode": labels["mode"],
+                             "trajectory_flags": _read_json(out / labels["summary"]).get("trajectory_flags")}
     return section
 
 

@@ -97,6 +97,11 @@ def _html_set(name: str, s: dict) -> str:
             f" (recipe <code>{e(str(s['recipe']))}</code>).</p>")
     if s.get("tasks_note"):
         page += f'<p class="setting">{e(s["tasks_note"])}</p>'
+    if s.get("labels"):
+        flags = s["labels"]["trajectory_flags"] or {}
+        found = ", ".join(f"{f} {flags.get(f, 0):,}" for f in ("jitter", "jump", "frozen"))
+        page += (f"<p>Actions labelled in the <code>{e(s['labels']['mode'])}</code> mode. Trajectory checks: "
+                 f"{flags.get('flagged', 0):,} of {flags.get('checked', 0):,} clips flagged ({e(found)}).</p>")
     if "quality" in s:
         page += "<h3>VBench quality</h3>" + _html_quality(s["quality"], figs.quality(s["quality"]))
     if "screening" in s:
@@ -130,6 +135,8 @@ def _html_actions(card: dict) -> str:
         if grid is None:
             parts.append(f"<h3>{e(name)}</h3><p class='none'>No action labels in this set.</p>")
             continue
+        if s.get("labels"):
+            name = f"{name} ({s['labels']['mode']} mode)"
         top = max(max(row) for row in grid["pairs"])
         header = "".join(f"<th>{e(m)}</th>" for m in grid["mouse"])
         body = "".join(

@@ -72,6 +72,10 @@ class Sekai(Recipe):
                               "set": set_dir},
                      manifest=work / "manifest.parquet")]
 
+    def record(self, s: BuildSet, ctx: BuildContext) -> dict:
+        return {"labels": {"mode": s.sections["real_world"].actions.mode,
+                           "summary": ctx.layout.rel(ctx.layout.work(s.name, "summary.json"))}}
+
 
 def outcome_settings(config) -> dict:
     """A stage's settings less its runner: the same outputs come from threads, processes or a Ray cluster."""
