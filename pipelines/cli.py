@@ -30,6 +30,7 @@ from pipelines.cli_prompts import event_images, select_prompts
 from pipelines.cli_synthesis import plan, synthesize
 from pipelines.cli_training import infer_check, train
 from pipelines.cli_training_data import embed_actions
+from pipelines.demo import FRAMES as DEMO_FRAMES
 
 
 @click.group(cls=InputErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -211,7 +212,9 @@ def export_yume(manifest, output, min_frames):
 @main.command()
 @click.option("--output", "-o", default="yume-data-demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--clips", default=8, show_default=True, help="Good Sekai-format clips to generate (plus broken ones).")
-@click.option("--frames", default=150, show_default=True, help="Frames per clip (30 fps).")
+@click.option("--frames", default=DEMO_FRAMES, show_default=True,
+              help="Frames per clip (30 fps); the default is long enough for training windows whose history goes past "
+                   "the 32 latents TSCM self-attends.")
 @click.option("--steps", default=48, show_default=True, type=click.IntRange(min=1),
               help="Training steps on the mixture (T2V and I2V alternate).")
 def demo(output, clips, frames, steps):

@@ -111,6 +111,7 @@ def train(mixture, shards, config_name, output, steps, schedule, resume, action_
 @click.option("--flat-to", default=32, show_default=True, help="Last chunk of the flatness window.")
 @click.option("--repeats", default=2, show_default=True,
               help="Passes re-timing one step of every chunk after the rollout, in shuffled order (the plot's times).")
+# 15 = training_stub.infer_check.PAIRS, written out so that the CLI starts without importing torch
 @click.option("--pairs", "paired", default=15, show_default=True, type=click.IntRange(min=1),
               help="Back-to-back timings of a step of the first and the last chunk of the window (the verdict's).")
 @click.option("--device", default="auto", show_default=True)
