@@ -145,3 +145,28 @@ def _jsons(set_dir: Path) -> list[bytes]:
         with tarfile.open(tar) as tf:
             out += [tf.extractfile(m).read() for m in tf.getmembers() if m.name.endswith(".json")]
     return out
+
+
+def test_a_labs_own_footage_becomes_a_t2v_set_and_bad_rows_say_why(tmp_path):
+    from pipelines.sample_mixture import texture_clip
+
+    clips = tmp_path / "footage"
+    clips.mkdir()
+    for i in range(3):
+        texture_clip(clips / f"walk-{i}.mp4", seed=i, frames=17, size=(32, 32))
+    (clips / "footage.csv").write_text("video,caption\nwalk-0.mp4,A walk along the harbour.\n"
+                                       "walk-1.mp4,A market street at noon.\nwalk-2.mp4,\nmissing.mp4,Rain.\n")
+    own = {"recipe": "videos", "inputs": {"csv": str(clips / "footage.csv")}, "weight": 1.0}
+    record = _build(tmp_path / "out", tmp_path, {"own": own}, preset=None)
+    assert [s["name"] for s in record["steps"]] == ["own/probe", "own/shards", "mixture"]
+    out = tmp_path / "out"
+    report = shards.verify_shards(out / "own")
+    assert report.ok and report.samples == 2
+    metas = [json.loads(m) for m in _jsons(out / "own")]
+    assert all(check_sample(m) == [] and m["set"] == "own" and m["tasks"] == ["t2v"] for m in metas)
+    assert sorted(m["footage"]["caption"] for m in metas) == ["A market street at noon.", "A walk along the harbour."]
+    assert {m["footage"]["video"] for m in metas} == {str(clips / "walk-0.mp4"), str(clips / "walk-1.mp4")}
+    funnel = {f["step"]: f for f in json.loads((out / "card.json").read_text())["funnel"]}
+    probe = funnel["own/probe"]
+    assert (probe["in"], probe["ok"], probe["failed"]) == (4, 2, 2)
+    assert {r["reason"] for r in probe["by_reason"]} == {"caption_missing", "video_missing"}

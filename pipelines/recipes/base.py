@@ -94,6 +94,27 @@ class Recipe:
         return {}
 
 
+def shards_step(s: BuildSet, ctx: BuildContext, source: str, manifest: Path, provenance: dict | None = None):
+    """The step that writes a set's shards (and its Energon metadata) from the manifest the step `source` wrote:
+    the rows that were ok there are what reach it."""
+    import shards
+    from pipelines.build_graph import Step
+    from yume_core.config import to_dict
+    from yume_core.manifest import read_manifest
+
+    set_dir = ctx.layout.set_dir(s.name)
+
+    def write() -> dict:
+        shards.write_set_shards(read_manifest(manifest), set_dir, s.name, s.sections["shards"],
+                                provenance={"flow": "build", "set": s.name, **(provenance or {})}, tasks=s.tasks,
+                                base_dir=manifest.parent, kind=s.recipe.kind, root=str(ctx.layout.out))
+        return {}
+
+    return Step(f"{s.name}/shards", write, s.name, reads=(source,),
+                settings=[to_dict(s.sections["shards"]), list(s.tasks), provenance], outputs={"set": set_dir},
+                manifest=set_dir / shards.INDEX_FILE, counts_from=source)
+
+
 def require(inputs: Any, set_name: str, *names: str) -> None:
     missing = [n for n in names if not getattr(inputs, n)]
     if missing:

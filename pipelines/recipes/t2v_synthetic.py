@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from pipelines.build_graph import Step
-from pipelines.recipes.base import BuildContext, BuildSet, Recipe, Section, require
+from pipelines.recipes.base import BuildContext, BuildSet, Recipe, Section, require, shards_step
 from pipelines.recipes.sekai import outcome_settings
 from yume_core.config import to_dict
 
@@ -69,16 +69,14 @@ class T2VSynthetic(Recipe):
         return s.inputs
 
     def steps(self, s: BuildSet, ctx: BuildContext) -> list[Step]:
-        import shards
         from pipelines.filtering import run_filter_flow
         from pipelines.synthesis import run_synthesis_flow
         from synthesis import select_prompts_csv
-        from yume_core.manifest import read_manifest
 
         layout, csv, cfg = ctx.layout, self.resolved_inputs(s, ctx).csv, s.sections
         work = layout.work(s.name)
         prompts, rows = work / "prompts.parquet", work / "prompts.rows.parquet"
-        videos, filtered, set_dir = work / "videos", work / "filtered", layout.set_dir(s.name)
+        videos, filtered = work / "videos", work / "filtered"
         name = s.name
 
         def select() -> dict:
@@ -93,13 +91,6 @@ class T2VSynthetic(Recipe):
             run_filter_flow(str(videos / "manifest.parquet"), str(filtered), cfg["filter"])
             return {}
 
-        def write() -> dict:
-            manifest = filtered / "manifest.parquet"
-            shards.write_set_shards(read_manifest(manifest), set_dir, name, cfg["shards"],
-                                    provenance={"flow": "build", "set": name}, tasks=s.tasks,
-                                    base_dir=manifest.parent, kind=self.kind, root=str(layout.out))
-            return {}
-
         return [
             # every input row's verdict (selected, duplicate, not sampled, ...) sits beside the selection
             Step(f"{name}/prompts", select, name, files=(csv,), settings=to_dict(cfg["prompts"]),
@@ -112,9 +103,7 @@ class T2VSynthetic(Recipe):
                  settings=outcome_settings(cfg["filter"]), gpu=True,
                  outputs={"manifest": filtered / "manifest.parquet", "summary": filtered / "summary.json"},
                  manifest=filtered / "manifest.parquet", counts_from=f"{name}/synthesis", extends=True),
-            Step(f"{name}/shards", write, name, reads=(f"{name}/filter",),
-                 settings=[to_dict(cfg["shards"]), list(s.tasks)], outputs={"set": set_dir},
-                 manifest=set_dir / shards.INDEX_FILE, counts_from=f"{name}/filter"),
+            shards_step(s, ctx, f"{name}/filter", filtered / "manifest.parquet"),
         ]
 
     def record(self, s: BuildSet, ctx: BuildContext) -> dict:

@@ -15,11 +15,15 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipelines.build_graph import Step
-from pipelines.recipes.base import BuildContext, BuildSet, Recipe, Section, require
+from pipelines.recipes.base import BuildContext, BuildSet, Recipe, Section, require, shards_step
 from pipelines.recipes.t2v_synthetic import shards_section
 from yume_core import remote
-from yume_core.config import to_dict
 from yume_core.errors import InputError
+
+
+# what probing a clip finds (`yume_core.sekai.probe_clips` fills these columns)
+PROBED = ("video_bytes", "video_mtime_ns", "video_sha256", "video_codec", "video_fps", "video_frames", "width",
+          "height")
 
 
 @dataclass(frozen=True)
@@ -49,37 +53,27 @@ class Videos(Recipe):
         return {"probe": Section(ProbeConfig), "shards": shards_section()}
 
     def steps(self, s: BuildSet, ctx: BuildContext) -> list[Step]:
-        import shards
-        from yume_core.manifest import read_manifest, write_manifest
+        from yume_core.manifest import write_manifest
         from yume_core.sekai import probe_clips
 
         require(s.inputs, s.name, "csv")
         layout, cfg, name, source = ctx.layout, s.sections, s.name, s.inputs.csv
-        work, set_dir = layout.work(name), layout.set_dir(name)
-        manifest = work / "manifest.parquet"
+        manifest = layout.work(name, "manifest.parquet")
 
         def probe() -> dict:
             table = probe_clips(read_footage_csv(source), workers=cfg["probe"].io_threads)
             write_manifest(table, manifest)
             return {}
 
-        def write() -> dict:
-            shards.write_set_shards(read_manifest(manifest), set_dir, name, cfg["shards"],
-                                    provenance={"flow": "build", "set": name}, tasks=s.tasks, kind=self.kind,
-                                    root=str(layout.out))
-            return {}
-
         return [
             Step(f"{name}/probe", probe, name, files=(source,), outputs={"manifest": manifest}, manifest=manifest),
-            Step(f"{name}/shards", write, name, reads=(f"{name}/probe",),
-                 settings=[to_dict(cfg["shards"]), list(s.tasks)], outputs={"set": set_dir},
-                 manifest=set_dir / shards.INDEX_FILE, counts_from=f"{name}/probe"),
+            shards_step(s, ctx, f"{name}/probe", manifest),
         ]
 
 
 def read_footage_csv(path: str) -> pa.Table:
     """One manifest row per CSV row: ok, or failed with the reason (no video, no caption, a repeated id)."""
-    from yume_core.manifest import FAILED, OK
+    from yume_core.manifest import CLIP_SCHEMA, FAILED, OK
 
     text = remote.read_bytes(path).decode("utf-8-sig") if remote.is_url(path) else \
         Path(path).read_text(encoding="utf-8-sig")
@@ -104,7 +98,5 @@ def read_footage_csv(path: str) -> pa.Table:
         resolved = video if not video or remote.is_url(video) or os.path.isabs(video) else remote.join(base, video)
         rows.append({"clip_id": clip, "csv_row": i, "status": status, "reason": reason, "error": error,
                      "video_path": resolved or None, "caption": caption or None})
-    schema = pa.schema([("clip_id", pa.string()), ("csv_row", pa.int64()), ("status", pa.string()),
-                        ("reason", pa.string()), ("error", pa.string()), ("video_path", pa.string()),
-                        ("caption", pa.string())])
-    return pa.Table.from_pylist(rows, schema)
+    names = ("clip_id", "csv_row", "status", "reason", "error", "video_path", "caption", *PROBED)
+    return pa.Table.from_pylist(rows, pa.schema([CLIP_SCHEMA.field(n) for n in names]))
