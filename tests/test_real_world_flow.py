@@ -82,7 +82,8 @@ def test_good_rows_carry_actions_and_land_in_shards(first_run):
     for row in ok:
         meta = by_key[row["clip_id"]]["json"]
         assert meta["actions"]["keys"] == row["keys"] and meta["actions"]["mouse"] == row["mouse"]
-        assert meta["actions"]["mode"] == "published" and meta["actions"]["trajectory_flags"] == row["trajectory_flags"]
+        # published labels, nothing dropped by flags: the sample is what it was before modes and checks existed
+        assert not {"mode", "heading", "checks", "trajectory_flags"} & set(meta["actions"])
         assert by_key[row["clip_id"]]["npy"].shape == (row["num_poses"], 4, 4)
     assert shards.verify_shards(out / "shards", decode=True).ok
 
@@ -232,3 +233,5 @@ def test_heading_mode_and_a_dropped_jump_in_the_flow(sample, tmp_path):
     tars = sorted(str(p) for p in (tmp_path / "out" / "shards").glob("*.tar"))
     samples = list(wds.WebDataset(tars, shardshuffle=False).decode())
     assert len(samples) == 4 and all(s["json"]["actions"]["mode"] == "heading" for s in samples)
+    assert all(s["json"]["actions"]["trajectory_flags"] == rows[s["__key__"]]["trajectory_flags"] for s in samples)
+    assert all(s["json"]["actions"]["drop_flags"] == ["jump"] for s in samples)

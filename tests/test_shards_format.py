@@ -51,7 +51,9 @@ def test_build_sample_members_and_json(manifest):
     assert a["keys"] == row["keys"] and a["mouse"] == row["mouse"]
     assert a["segments"] == row["segments"] and a["chunks"] == row["chunks"]
     assert a["stride"] == 1 and a["vocabulary"] == "yume15" and a["translation_threshold"] == 1e-4
-    assert a["frames"] == row["num_poses"] and a["trajectory_flags"] == (row.get("trajectory_flags") or [])
+    assert a["frames"] == row["num_poses"] and "trajectory_flags" not in a  # published labels: as before modes
+    heading = build_sample(row, ShardConfig(), {**PROVENANCE, "actions": {**PROVENANCE["actions"], "mode": "heading"}})
+    assert json.loads(heading["json"])["actions"]["trajectory_flags"] == (row.get("trajectory_flags") or [])
     assert rec["metrics"]["turn_deg"] is None  # NaN in the manifest: JSON has no NaN
     assert rec["metrics"]["speed"] == pytest.approx(row["speed"])
     assert rec["meta"] == {k: row[k] for k in ("location", "scene", "crowd_density", "weather", "time_of_day",
