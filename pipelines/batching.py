@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from pipelines.runners import CPU_TASK, Resources, Runner
 from yume_core.manifest import summarize, write_manifest
 from yume_core.remote import ensure_local
-from yume_core.storage import atomic_path
+from yume_core.storage import atomic_path, atomic_write_text
 
 ROW_GROUP_BYTES = 64 << 20  # `write_parts`: rows buffered per row group of the merged file, at most (Arrow bytes)
 ROW_GROUP_ROWS = 1 << 20  # and at most this many rows (Parquet's own default)
@@ -203,19 +203,22 @@ class BatchPlan:
     def done(self, i: int, key: str | None = None) -> bool:
         """Part i exists (a part another node wrote into a mirrored output counts) and, given the batch's `key`
         (the identities of the files it reads, `yume_core.identity`), was written from files that are still those."""
-        path = ensure_local(self.part(i))
-        if not path.exists():
+        if not ensure_local(self.part(i)).exists():
             return False
-        return key is None or part_key(path) == key
+        return key is None or read_key(key_path(self.part(i))) == key
 
 
-BATCH_KEY = "yume_data.batch_key"
+def key_path(part: str | Path) -> Path:
+    """Where a part's batch key is kept: beside it, not inside it, so the part's bytes (and the manifest merged from
+    the parts) do not depend on when its input files were written."""
+    return Path(part).with_suffix(".key")
 
 
-def part_key(path: str | Path) -> str | None:
-    meta = pq.read_schema(path).metadata or {}
-    value = meta.get(BATCH_KEY.encode())
-    return value.decode() if value is not None else None
+def read_key(path: Path) -> str | None:
+    try:
+        return ensure_local(path).read_text().strip()
+    except OSError:
+        return None
 
 
 def batch_rows(source: "pa.Table | Parts", start: int, stop: int) -> pa.Table:
@@ -238,7 +241,9 @@ def run_batch(step: Callable[[pa.Table], pa.Table], batch: "pa.Table | Parts", p
     out = step(batch)
     if out.num_rows != batch.num_rows:
         raise RuntimeError(f"stage {step} returned {out.num_rows} rows for a batch of {batch.num_rows}")
-    write_manifest(out, part, {BATCH_KEY: key} if key else None)
+    write_manifest(out, part)
+    if key:  # after the part: a part without its key is done again, never trusted with another batch's key
+        atomic_write_text(key_path(part), key)
     return summarize(out)
 
 

@@ -84,7 +84,8 @@ class Browser:
     def __init__(self):
         from websockets.sync.client import connect
 
-        self._profile = tempfile.TemporaryDirectory(prefix="yume-data-chromium-")
+        # Chromium's helper processes may still write into the profile as it goes: its removal is best effort
+        self._profile = tempfile.TemporaryDirectory(prefix="yume-data-chromium-", ignore_cleanup_errors=True)
         self._proc = subprocess.Popen([chromium_path(), *FLAGS, f"--user-data-dir={self._profile.name}",
                                        "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.log: list[str] = []  # Chromium's own stderr, for the message of a failed test
