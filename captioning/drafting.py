@@ -170,7 +170,7 @@ def draft_table(table: pa.Table, backend: CaptionBackend, config: DraftConfig,
     prompt, categories = load_draft_prompt(config.prompt), load_categories(config.categories)
     version = prompt.version_with(categories)
     watch = fail_fast or FailFast(config.fail_fast, "events asked of the model", "check the endpoint, the model "
-                                  "name, the prompt and the category file; draft.fail_fast: 0 goes on anyway")
+                                  "name, the prompt and the category file; vlm.fail_fast: 0 goes on anyway")
     watch.check()
     table = with_draft_columns(table)
     ok = pc.equal(table["status"], OK)

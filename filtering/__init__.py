@@ -11,7 +11,15 @@ No Prefect here: `pipelines.filtering` maps `score_table` over resumable batches
 
 from filtering.dimensions import NORMALIZE, QUALITY_DIMENSIONS, WEIGHTS, check_dimensions, quality_score, score_column
 from filtering.plots import plot_quality_scores
-from filtering.review import ReviewFormatError, apply_review, make_review, read_decisions, review_counts
+from filtering.review import (
+    ReviewFormatError,
+    apply_review,
+    make_review,
+    make_text_review,
+    read_decisions,
+    read_text_edits,
+    review_counts,
+)
 from filtering.scorer import VideoScores
 from filtering.stage import BACKENDS, ScoreConfig, make_scorer, score_table
 from filtering.topk import TopK, select_top
@@ -29,9 +37,11 @@ __all__ = [
     "check_dimensions",
     "make_review",
     "make_scorer",
+    "make_text_review",
     "plot_quality_scores",
     "quality_score",
     "read_decisions",
+    "read_text_edits",
     "review_counts",
     "score_column",
     "score_table",

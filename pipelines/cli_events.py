@@ -29,7 +29,7 @@ from pipelines.cli_common import prefect_env, print_outputs, settings
 @click.option("--seed", type=int, help="Base seed; each image and category draws its own from it (default 0).")
 @click.option("--batch-size", type=int, help="Image x category rows per task (default 64).")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False),
-              help="YAML settings: draft (the backend, prompt, categories, check), categories, per_category, count, "
+              help="YAML settings: vlm (the backend, prompt, categories, check), categories, per_category, count, "
                    "dedup, min_side, batch_size, runner.")
 def draft_events(images, output, categories, category_file, per_category, count, backend, endpoints, model,
                  concurrency, prompt, max_tokens, seed, batch_size, config):
@@ -43,7 +43,7 @@ def draft_events(images, output, categories, category_file, per_category, count,
     overrides = {
         "categories": [c.strip() for c in categories.split(",") if c.strip()] if categories else None,
         "per_category": per_category, "count": count, "batch_size": batch_size,
-        "draft": {"backend": backend, "endpoints": list(endpoints) or None, "model": model,
+        "vlm": {"backend": backend, "endpoints": list(endpoints) or None, "model": model,
                   "concurrency": concurrency, "prompt": prompt, "max_tokens": max_tokens, "seed": seed,
                   "categories": category_file},
     }

@@ -65,7 +65,7 @@ PAIR_SCHEMA = pa.schema([
 
 @dataclass(frozen=True)
 class DraftFlowConfig:
-    draft: DraftConfig = field(default_factory=DraftConfig)
+    vlm: DraftConfig = field(default_factory=DraftConfig)  # the model that drafts: the caption command's options
     categories: tuple[str, ...] = ()  # draft only these categories of the file (empty: all)
     per_category: int | None = None  # keep at most this many events per category
     count: int | None = None  # or: keep this many in all, split by the categories' shares
@@ -276,35 +276,35 @@ def run_draft_events(images: str, output: str, config: DraftFlowConfig) -> dict:
     """The flow body (`draft_events_flow` wraps it); returns the summary (also OUT/summary.json)."""
     out = Path(output)
     started = time.perf_counter()
-    categories = load_categories(config.draft.categories).subset(list(config.categories))
-    load_draft_prompt(config.draft.prompt)
+    categories = load_categories(config.vlm.categories).subset(list(config.categories))
+    load_draft_prompt(config.vlm.prompt)
     image_rows = read_start_images(images, config.min_side)
     pairs = pair_rows(image_rows, categories.keys)
-    if config.draft.backend == "openai":
+    if config.vlm.backend == "openai":
         from pipelines.captioning import check_endpoints
 
-        check_endpoints(config.draft.caption_config())
-    settings = {k: v for k, v in to_dict(config.draft).items()
+        check_endpoints(config.vlm.caption_config())
+    settings = {k: v for k, v in to_dict(config.vlm).items()
                 if k not in ("endpoints", "concurrency", "timeout", "fail_fast")}
     key = fingerprint(pairs, settings, columns=("draft_id", "image_sha256", "category", "status"))
-    watch = FailFast(config.draft.fail_fast, "events asked of the model", "check the endpoint, the model name, the "
-                     "prompt and the category file; draft.fail_fast: 0 goes on anyway")
-    step = functools.partial(draft_batch, config=config.draft, fail_fast=watch)
+    watch = FailFast(config.vlm.fail_fast, "events asked of the model", "check the endpoint, the model name, the "
+                     "prompt and the category file; vlm.fail_fast: 0 goes on anyway")
+    step = functools.partial(draft_batch, config=config.vlm, fail_fast=watch)
     with task_runner(config.runner) as runner:
-        resources = Resources(cpus=1, gpus=runner.gpus(_gpus(config.draft)))
+        resources = Resources(cpus=1, gpus=runner.gpus(_gpus(config.vlm)))
         parts = map_batches(step, pairs, out / "_work" / f"drafts-{key}", config.batch_size, "drafts", runner,
                             resources)
     table = pa.concat_tables(list(parts.iter_tables())) if parts.paths else pairs
     table = remove_duplicates(table, config.dedup)
     limits = quotas(config, categories)
-    table = balance(table, limits, config.draft.seed)
+    table = balance(table, limits, config.vlm.seed)
     path = write_manifest(table, out / "manifest.parquet")
     lines = event_lines(table, out)
     atomic_write_text(out / EVENTS_FILE, "".join(line + "\n" for line in lines))
     images_ok = sum(s == OK for s in image_rows["status"].to_pylist())
     extra = {"images": image_rows.num_rows, "images_ok": images_ok, "categories": list(categories.keys),
-             "prompt_version": load_draft_prompt(config.draft.prompt).version_with(categories),
-             "model": config.draft.model, "events": len(lines),
+             "prompt_version": load_draft_prompt(config.vlm.prompt).version_with(categories),
+             "model": config.vlm.model, "events": len(lines),
              "by_category": category_summary(table, limits, images_ok)}
     summary = report(table, out, title="draft-events", seconds=time.perf_counter() - started, extra=extra)
     summary["outputs"] = {"events": str(out / EVENTS_FILE), "manifest": str(path)}
@@ -313,8 +313,8 @@ def run_draft_events(images: str, output: str, config: DraftFlowConfig) -> dict:
 
 def check_draft_inputs(images: str, output: str, *args, config: DraftFlowConfig, **kwargs) -> None:
     """Before a Prefect run: the prompt and categories load, the images exist, the output folder is writable."""
-    load_draft_prompt(config.draft.prompt)
-    load_categories(config.draft.categories).subset(list(config.categories))
+    load_draft_prompt(config.vlm.prompt)
+    load_categories(config.vlm.categories).subset(list(config.categories))
     if not Path(images).exists():
         raise InputError(images, "does not exist", "pass a folder of start images or an event-images manifest")
     check_writable(output)

@@ -141,6 +141,12 @@ def _records(path: Path) -> list[tuple[int, dict | None, str | None]]:
                            "save it as JSON Lines or CSV")
 
 
+def event_records(path: str | Path) -> dict[int, dict]:
+    """The records of an event set as written, by their line (`read_event_set`'s `line`): every field kept, so a
+    step that rewrites the set (text review) carries fields it does not know (a drafted event's `model`, ...)."""
+    return {line: rec for line, rec, _ in _records(Path(path)) if rec is not None}
+
+
 def check_header(path: Path, header: list[str]) -> None:
     """EventFormatError when an event CSV's header lacks a column every record needs."""
     missing = {"description", "image"} - set(header)

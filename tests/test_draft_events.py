@@ -255,7 +255,7 @@ def test_draft_events_with_tiny_random_offline(tmp_path, monkeypatch):
 
     monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     images = make_images(tmp_path / "images", sizes=((320, 256),) * 3)
-    cfg = from_dict(DraftFlowConfig, {"draft": {"backend": "transformers", "model": "tiny-random", "fail_fast": 0}})
+    cfg = from_dict(DraftFlowConfig, {"vlm": {"backend": "transformers", "model": "tiny-random", "fail_fast": 0}})
     summary = run_draft_events_flow(str(images), str(tmp_path / "a"), cfg)
     assert summary["in"] == 12 and summary["ok"] + summary["dropped"] + summary["failed"] == 12
     rows = read_manifest(tmp_path / "a" / "manifest.parquet").to_pylist()
