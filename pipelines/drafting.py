@@ -24,7 +24,7 @@ import re
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +81,17 @@ class DraftFlowConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}")
+
+
+@dataclass(frozen=True)
+class EventDraftConfig(DraftFlowConfig):
+    """A build's `draft:` section of an `i2v_event` set: the flow's settings, and whether the set drafts its events
+    on the frames it cut from clips (`inputs.images` always drafts)."""
+
+    enabled: bool = False
+
+    def flow_config(self) -> DraftFlowConfig:
+        return DraftFlowConfig(**{f.name: getattr(self, f.name) for f in fields(DraftFlowConfig)})
 
 
 # ----------------------------------------------------------------------------------------------------- the images

@@ -83,6 +83,6 @@ def apply_event_review(events: str | Path, decisions: Mapping[str, tuple[str, st
     write_manifest(table, out / "manifest.parquet")
     extra = {**review_counts(table), "edited": sum(1 for line in lines if '"original_description"' in line),
              "edits_on_rejected": len(rejected_edits)}
-    summary = report(table, out, title="text review", seconds=0.0, extra=extra)
+    summary = report(table, out, title="text-review", seconds=0.0, extra=extra)
     summary["outputs"] = {"events": str(out / EVENTS_FILE), "manifest": str(out / "manifest.parquet")}
     return summary

@@ -52,7 +52,7 @@ def test_reviewed_set_keeps_kept_events_with_their_edited_texts(tmp_path):
     assert table["status"].to_pylist() == ["ok", "ok"] and table["caption"][1].as_py() == reviewed[1]["description"]
     assert summary["in"] == 4 and summary["ok"] == 2
     assert {r["reason"]: r["count"] for r in summary["by_reason"]} == {"rejected_in_review": 1, "not_reviewed": 1}
-    assert summary["text review"]["edited"] == 1 and summary["text review"]["edits_on_rejected"] == 1
+    assert summary["text-review"]["edited"] == 1 and summary["text-review"]["edits_on_rejected"] == 1
 
 
 def test_decisions_with_edits_for_another_set_are_refused(tmp_path):
