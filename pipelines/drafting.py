@@ -177,8 +177,9 @@ def remove_duplicates(table: pa.Table, dedup: MinHashConfig) -> pa.Table:
     if len(at) < 2:
         return table
     n = len(at)
+    none = pa.nulls(n, pa.string())
     rows = pa.table({"caption": table["description"].take(pa.array(at)), "row": pa.array(np.arange(n)),
-                     "status": pa.array([OK] * n), "reason": pa.nulls(n, pa.string()), "error": pa.nulls(n, pa.string())})
+                     "status": pa.array([OK] * n), "reason": none, "error": none})
     with warnings.catch_warnings():  # "fewer distinct than asked": asking for all of them is the point here
         warnings.simplefilter("ignore")
         verdicts, _ = select_prompts(OpenVidRows(rows), SelectConfig(count=n, method="minhash", minhash=dedup))

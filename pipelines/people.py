@@ -22,6 +22,7 @@ plan of the build finds it, so a rerun does not ask again and the step's fingerp
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from pydantic import Field
@@ -84,6 +85,7 @@ def wait_for_decisions(key: str, message: str, received: Path) -> str | None:
 
     get_run_logger().warning(f"waiting for people: {message}. Resume this flow run in the Prefect UI (or with "
                              "`resume_flow_run(id, run_input={...})`) giving decisions_csv, or accept_all.")
+    key = re.sub(r"[^a-z0-9-]+", "-", key.lower())  # Prefect's input keys: lower-case letters, digits, dashes
     if _flow_run().deployment_id is not None:
         got = suspend_flow_run(wait_for_input=Decisions, key=key)
     else:

@@ -40,7 +40,7 @@ GOOD = {
     ("img3", "urban_daily_life"): "A busker tunes his guitar by the fountain while tourists gather with coffee cups.",
     ("img3", "sci_fi"): "A spaceship lowers a shining ramp onto the car park and a tall android steps out.",
     ("img3", "fantasy"): "A wizard in a green cloak waves his staff and the bare trees burst into golden leaves.",
-    ("img3", "weather"): "Snowfall thickens over the market and children catch flakes while stalls close their shutters.",
+    ("img3", "weather"): "Snowfall thickens over the market and children catch flakes as the stalls close.",
 }
 NEAR_DUP = "A street vendor pushes a fruit cart across the square while the pigeons scatter."  # img0's urban event
 CAMERA = "The camera pans left as a robot drone hovers above the busy street corner at night."
@@ -143,8 +143,9 @@ def test_stage_keeps_good_events_and_fails_bad_ones_with_reasons(tmp_path):
         received = server.received
     rows = {r["draft_id"]: r for r in out.to_pylist()}
     assert rows["img1-weather"]["reason"] == "event_refusal"
-    assert rows["img1-sci_fi"]["reason"] == "event_camera_motion" and "camera as subject" in rows["img1-sci_fi"]["error"]
-    assert rows["img2-fantasy"]["reason"] == "event_off_category" and "reads as weather" in rows["img2-fantasy"]["error"]
+    camera, off = rows["img1-sci_fi"], rows["img2-fantasy"]
+    assert camera["reason"] == "event_camera_motion" and "camera as subject" in camera["error"]
+    assert off["reason"] == "event_off_category" and "reads as weather" in off["error"]
     assert rows["img3-sci_fi"]["status"] == "ok" and rows["img3-sci_fi"]["draft_attempts"] == 2
     assert rows["img3-sci_fi"]["description"] == GOOD[("img3", "sci_fi")]
     for (image, cat), text in GOOD.items():  # every event stays with its own image and category

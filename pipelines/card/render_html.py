@@ -109,8 +109,8 @@ def _html_set(name: str, s: dict) -> str:
 def _html_text_review(t: dict) -> str:
     who = "reviewed by a person" if t["reviewed_by_a_person"] else f"NOT reviewed by a person ({t['policy']} policy)"
     cls = "setting" if t["reviewed_by_a_person"] else "warning"
-    return (f'<p class="{cls}">{_num(t["drafted_ok"])} events drafted by a model (of {_num(t["drafted_rows"])} images x '
-            f"categories asked), {e(who)}: {t['kept']:,} kept, {t['rejected']:,} rejected, {t['not_reviewed']:,} "
+    return (f'<p class="{cls}">{_num(t["drafted_ok"])} events drafted by a model (of {_num(t["drafted_rows"])} '
+            f"images x categories asked), {e(who)}: {t['kept']:,} kept, {t['rejected']:,} rejected, {t['not_reviewed']:,} "
             f"not reviewed, {t['edited']:,} texts edited.</p>")
 
 

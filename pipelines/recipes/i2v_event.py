@@ -186,8 +186,8 @@ class I2VEvent(Recipe):
         def apply() -> dict:
             if review["policy"] == "accept_all":
                 table = read_event_set(drafted / "events.jsonl")
-                decisions = {k: ("keep", "accept_all policy: not reviewed")
-                             for k, st in zip(table["prompt_id"].to_pylist(), table["status"].to_pylist()) if st == "ok"}
+                ok = [k for k, st in zip(table["prompt_id"].to_pylist(), table["status"].to_pylist()) if st == "ok"]
+                decisions = {k: ("keep", "accept_all policy: not reviewed") for k in ok}
                 edits, origin = {}, "the accept_all policy"
             else:
                 decisions, edits = read_decisions(review["decisions"]), read_text_edits(review["decisions"])
