@@ -274,6 +274,16 @@ def category_summary(table: pa.Table, limits: dict[str, int | None], images_ok: 
 # --------------------------------------------------------------------------------------------------------- the flow
 
 
+def draft_settings(config: DraftConfig) -> dict:
+    """What changes a drafted event: the model and sampling settings, and the texts of the prompt and categories
+    themselves (a user's categories file edited without a new version still redraws), not where the servers are."""
+    settings = {k: v for k, v in to_dict(config).items() if k not in ("endpoints", "concurrency", "timeout",
+                                                                      "fail_fast")}
+    prompt, categories = load_draft_prompt(config.prompt), load_categories(config.categories)
+    settings["texts"] = [prompt.system, prompt.user, [vars(c) for c in categories.categories]]
+    return settings
+
+
 def draft_batch(batch: pa.Table, config: DraftConfig, fail_fast: FailFast | None = None) -> pa.Table:
     return draft_table(batch, make_backend(config.caption_config()), config, fail_fast)
 
@@ -296,9 +306,7 @@ def run_draft_events(images: str, output: str, config: DraftFlowConfig) -> dict:
         from pipelines.captioning import check_endpoints
 
         check_endpoints(config.vlm.caption_config())
-    settings = {k: v for k, v in to_dict(config.vlm).items()
-                if k not in ("endpoints", "concurrency", "timeout", "fail_fast")}
-    key = fingerprint(pairs, settings, columns=("draft_id", "image_sha256", "category", "status"))
+    key = fingerprint(pairs, draft_settings(config.vlm), columns=("draft_id", "image_sha256", "category", "status"))
     watch = FailFast(config.vlm.fail_fast, "events asked of the model", "check the endpoint, the model name, the "
                      "prompt and the category file; vlm.fail_fast: 0 goes on anyway")
     step = functools.partial(draft_batch, config=config.vlm, fail_fast=watch)

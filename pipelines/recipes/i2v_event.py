@@ -196,9 +196,9 @@ class I2VEvent(Recipe):
                                source=origin)
             return {}
 
-        settings = {k: v for k, v in to_dict(flow_cfg).items() if k != "runner"}
-        settings["vlm"] = {k: v for k, v in settings["vlm"].items()
-                           if k not in ("endpoints", "concurrency", "timeout", "fail_fast")}
+        from pipelines.drafting import draft_settings
+
+        settings = {**{k: v for k, v in to_dict(flow_cfg).items() if k != "runner"}, "vlm": draft_settings(flow_cfg.vlm)}
         decisions = files_digest([review["decisions"]]) if review["decisions"] else None
         return [
             Step(f"{name}/draft", draft, name, reads=source.get("reads", ()), files=source.get("files", ()),
