@@ -11,7 +11,16 @@ No Prefect here: `pipelines.filtering` maps `score_table` over resumable batches
 
 from filtering.dimensions import NORMALIZE, QUALITY_DIMENSIONS, WEIGHTS, check_dimensions, quality_score, score_column
 from filtering.plots import plot_quality_scores
-from filtering.review import ReviewFormatError, apply_review, make_review, read_decisions, review_counts
+from filtering.prescreen import PrescreenConfig, auto_reject, prescreen_table
+from filtering.review import (
+    ReviewFormatError,
+    apply_review,
+    make_review,
+    make_text_review,
+    read_decisions,
+    read_text_edits,
+    review_counts,
+)
 from filtering.scorer import VideoScores
 from filtering.stage import BACKENDS, ScoreConfig, make_scorer, score_table
 from filtering.topk import TopK, select_top
@@ -19,6 +28,7 @@ from filtering.topk import TopK, select_top
 __all__ = [
     "BACKENDS",
     "NORMALIZE",
+    "PrescreenConfig",
     "QUALITY_DIMENSIONS",
     "WEIGHTS",
     "ReviewFormatError",
@@ -26,12 +36,16 @@ __all__ = [
     "TopK",
     "VideoScores",
     "apply_review",
+    "auto_reject",
     "check_dimensions",
     "make_review",
     "make_scorer",
+    "make_text_review",
     "plot_quality_scores",
+    "prescreen_table",
     "quality_score",
     "read_decisions",
+    "read_text_edits",
     "review_counts",
     "score_column",
     "score_table",

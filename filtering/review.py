@@ -6,7 +6,12 @@ module is that step:
 1. `make_review(table, videos_root, out_dir)` writes `index.html` and `page-0001.html`, ... : plain HTML a person
    opens from disk (no server, nothing from the network), one card per ok row with a video. Keys move and decide
    (j/k, y/n, e for a note); decisions stay in the browser's localStorage, shared by all pages of the set, until
-   "Download decisions" saves them as a CSV `key,decision,note`.
+   "Download decisions" saves them as a CSV `key,decision,note,text`. With a pre-screen score per video
+   (`prescreen_score`, `filtering.prescreen`), cards come best first with their scores shown, so the likely
+   keepers and the obvious failures are found at the two ends instead of anywhere in 10,000 videos.
+   `make_text_review(table, root, out_dir)` writes the same pages for an event set before synthesis: the start
+   image, category and text of each event, kept, rejected or with its text edited (`e`), so that only texts
+   people accept are rendered; the edited texts travel in the decisions file's `text` column (`read_text_edits`).
 2. `read_decisions(path)` reads that CSV (or JSON Lines with the same fields) strictly: a typo in a decisions file
    would otherwise silently keep or drop videos.
 3. `apply_review(table, decisions)` adds `review` / `review_note` and drops rejected rows (`rejected_in_review`)
@@ -37,6 +42,15 @@ from yume_core.manifest import DROPPED, OK, mark, put_column
 from yume_core.storage import atomic_write_text
 
 KEY = "prompt_id"
+ORDER = "prescreen_score"  # cards are sorted by it, best first, when the table has it
+SCORES = (("prescreen_score", "pre-screen"), ("prescreen_text", "text"), ("prescreen_start", "start image"),
+          ("quality_score", "quality"))  # shown on a card, where present
+HELP = {
+    "video": "j / &darr; / &rarr; next &middot; k / &uarr; / &larr; previous &middot; y keep &middot; n reject "
+             "&middot; x clear &middot; e note (Enter or Esc to leave it) &middot; space play/pause",
+    "text": "j / &darr; / &rarr; next &middot; k / &uarr; / &larr; previous &middot; y keep &middot; n reject "
+            "&middot; x clear &middot; e edit the text &middot; c note (Enter or Esc to leave either)",
+}
 KEEP, REJECT = "keep", "reject"
 DECISIONS = (KEEP, REJECT)
 UNREVIEWED_POLICIES = ("drop", "keep", "error")
@@ -61,41 +75,71 @@ def make_review(table: pa.Table, videos_root: str | Path, out_dir: str | Path, p
     Rerunning overwrites the pages and removes pages left over from a larger earlier run; decisions already made in
     the browser survive, since they are keyed by `title` and `out_dir`, not by the files.
     """
-    if page_size < 1:
-        raise ValueError(f"page_size must be at least 1, got {page_size}")
     missing = {KEY, "status", "video_path"} - set(table.column_names)
     if missing:
         raise ValueError(f"the table has no column(s) {', '.join(sorted(missing))}; pass the synthesis manifest")
+    rows = _review_rows(table, Path(os.path.abspath(videos_root)), "video_path")
+    return _write_pages(table, rows, out_dir, page_size, title, "video")
+
+
+def make_text_review(table: pa.Table, images_root: str | Path, out_dir: str | Path, page_size: int = 200,
+                     title: str = "Event text review") -> Path:
+    """Review pages for the ok rows of an event set (`prompt_id` the event id, `caption` its text, `category`,
+    `image_path`): keep, reject or edit each text before any video is rendered. Returns `index.html`'s path."""
+    missing = {KEY, "status", "caption", "image_path"} - set(table.column_names)
+    if missing:
+        raise ValueError(f"the table has no column(s) {', '.join(sorted(missing))}; pass an event set")
+    rows = _review_rows(table, Path(os.path.abspath(images_root)), "image_path")
+    return _write_pages(table, rows, out_dir, page_size, title, "text")
+
+
+def _write_pages(table: pa.Table, rows: list[dict], out_dir: str | Path, page_size: int, title: str,
+                 mode: str) -> Path:
+    if page_size < 1:
+        raise ValueError(f"page_size must be at least 1, got {page_size}")
     out = Path(os.path.abspath(out_dir))
-    rows = _review_rows(table, Path(os.path.abspath(videos_root)))
     pages = [rows[i:i + page_size] for i in range(0, len(rows), page_size)]
     names = [f"page-{n:04d}.html" for n in range(1, len(pages) + 1)]
     out.mkdir(parents=True, exist_ok=True)
     template = TEMPLATE.read_text(encoding="utf-8")
-    fill = {"title": html.escape(title), "store": _store_id(title, out), "download_name": _download_name(title)}
+    fill = {"title": html.escape(title), "store": _store_id(title, out), "download_name": _download_name(title),
+            "mode": mode, "help": HELP[mode]}
+    card = _text_card if mode == "text" else _card
     for n, (name, cards) in enumerate(zip(names, pages)):
-        body = "\n".join(_card(row, out) for row in cards)
+        body = "\n".join(card(row, out) for row in cards)
         atomic_write_text(out / name, _render(template, fill | {"nav": _nav(names, n), "body": body}))
     for stale in out.iterdir():
         if _PAGE.match(stale.name) and stale.name not in names:
             stale.unlink()
     index = out / "index.html"
-    body = _index_body(table, rows, names, pages)
+    body = _index_body(table, rows, names, pages, "videos" if mode == "video" else "events")
     atomic_write_text(index, _render(template, fill | {"nav": "", "body": body}))
     return index
 
 
-def _review_rows(table: pa.Table, root: Path) -> list[dict]:
-    """The rows that get a card, in table order, with absolute video and image paths."""
-    has_video = pc.invert(pc.fill_null(pc.equal(pc.utf8_trim_whitespace(table["video_path"]), ""), True))
-    chosen = table.filter(pc.and_(pc.fill_null(pc.equal(table["status"], OK), False), has_video))
-    names = [c for c in (KEY, "caption", "category", "image_path", "video_path") if c in chosen.column_names]
-    rows = chosen.select(names).to_pylist()
+def _review_rows(table: pa.Table, root: Path, required: str) -> list[dict]:
+    """The rows that get a card, with absolute video and image paths: in table order, or best first by the
+    pre-screen score (ties and unscored rows after, by key) when the table has one."""
+    has_file = pc.invert(pc.fill_null(pc.equal(pc.utf8_trim_whitespace(table[required]), ""), True))
+    chosen = table.filter(pc.and_(pc.fill_null(pc.equal(table["status"], OK), False), has_file))
+    wanted = (KEY, "caption", "category", "image_path", "video_path", *(c for c, _ in SCORES))
+    rows = chosen.select([c for c in wanted if c in chosen.column_names]).to_pylist()
     for row in rows:
-        row["video_abs"] = root / row["video_path"]  # an absolute video_path stays as it is
+        video = row.get("video_path")
+        row["video_abs"] = root / video if video else None  # an absolute path stays as it is
         image = row.get("image_path")
         row["image_abs"] = root / image if image and image.strip() else None
+    if ORDER in chosen.column_names:
+        rows.sort(key=lambda r: (r[ORDER] is None, -(r[ORDER] or 0.0), r[KEY]))
     return rows
+
+
+def _scores(row: dict) -> str:
+    shown = [(label, row[name]) for name, label in SCORES if row.get(name) is not None]
+    if not shown:
+        return ""
+    parts = [f'<span class="score">{html.escape(label)} {value:.3f}</span>' for label, value in shown]
+    return '<div class="scores">' + " &middot; ".join(parts) + "</div>"
 
 
 def _store_id(title: str, out: Path) -> str:
@@ -131,6 +175,7 @@ def _card(row: dict, page_dir: Path) -> str:
     if row.get("category"):
         parts.append(f'<span class="category">{e(row["category"])}</span>')
     parts.append('<span class="verdict"></span>')
+    parts.append(_scores(row))
     if not video.is_file():
         parts.append(f'<div class="missing">video not found: {e(str(video))}</div>')
     parts.append(f'<div class="caption">{e(row.get("caption") or "")}</div>')
@@ -140,6 +185,28 @@ def _card(row: dict, page_dir: Path) -> str:
     parts += ['<button type="button" data-decision="keep">keep (y)</button>',
               '<button type="button" data-decision="reject">reject (n)</button>',
               '<input class="note" type="text" placeholder="note (e)" aria-label="note">',
+              '</div>', '</section>']
+    return "\n".join(parts)
+
+
+def _text_card(row: dict, page_dir: Path) -> str:
+    """An event before synthesis: its start image, category and text (editable), keep / reject and a note."""
+    e = html.escape
+    text = " ".join((row.get("caption") or "").split())
+    image = row["image_abs"]
+    parts = [f'<section class="card" data-key="{e(row[KEY])}" data-text="{e(text)}">',
+             f'<img class="start" alt="start image" loading="lazy" src="{e(_src(image, page_dir))}">',
+             '<div class="info">',
+             f'<span class="key">{e(row[KEY])}</span>']
+    if row.get("category"):
+        parts.append(f'<span class="category">{e(row["category"])}</span>')
+    parts.append('<span class="verdict"></span>')
+    if not image.is_file():
+        parts.append(f'<div class="missing">image not found: {e(str(image))}</div>')
+    parts += [f'<textarea class="text" rows="3" aria-label="event text (e edits)">{e(text)}</textarea>',
+              '<button type="button" data-decision="keep">keep (y)</button>',
+              '<button type="button" data-decision="reject">reject (n)</button>',
+              '<input class="note" type="text" placeholder="note (c)" aria-label="note">',
               '</div>', '</section>']
     return "\n".join(parts)
 
@@ -154,23 +221,25 @@ def _nav(names: list[str], n: int) -> str:
     return " ".join(links)
 
 
-def _index_body(table: pa.Table, rows: list[dict], names: list[str], pages: list[list[dict]]) -> str:
+def _index_body(table: pa.Table, rows: list[dict], names: list[str], pages: list[list[dict]],
+                what: str = "videos") -> str:
     """Counts (what is screened, what is not and why) and one link per page."""
     e = html.escape
     statuses = pc.value_counts(pc.fill_null(table["status"], "(none)")).to_pylist()
     lines = ["<h2>Rows</h2>", '<table class="counts">', "<tr><th>status</th><th>rows</th></tr>"]
     lines += [f"<tr><td>{e(s['values'])}</td><td>{s['counts']}</td></tr>" for s in statuses]
     lines += [f"<tr><td>total</td><td>{table.num_rows}</td></tr>", "</table>",
-              f"<p>{len(rows)} videos to screen (ok rows with a video) on {len(pages)} pages.</p>"]
+              f"<p>{len(rows)} {what} to screen (ok rows with a {what[:-1] if what == 'videos' else 'start image'}) "
+              f"on {len(pages)} pages.</p>"]
     if "category" in table.column_names and rows:
         cats = Counter(row.get("category") or "(none)" for row in rows)
-        lines += ['<table class="counts">', "<tr><th>category</th><th>videos</th></tr>"]
+        lines += ['<table class="counts">', f"<tr><th>category</th><th>{what}</th></tr>"]
         lines += [f"<tr><td>{e(c)}</td><td>{k}</td></tr>" for c, k in cats.items()]
         lines.append("</table>")
     lines.append("<h2>Pages</h2><ol>")
     start = 1
     for name, cards in zip(names, pages):
-        lines.append(f'<li><a href="{name}">{name}</a>: videos {start}&ndash;{start + len(cards) - 1}</li>')
+        lines.append(f'<li><a href="{name}">{name}</a>: {what} {start}&ndash;{start + len(cards) - 1}</li>')
         start += len(cards)
     lines.append("</ol>")
     return "\n".join(lines)
@@ -210,6 +279,29 @@ def read_decisions(path: str | Path) -> dict[str, tuple[str, str | None]]:
         first_line.setdefault(key, line)
         out[key] = (word, note or (out[key][1] if key in out else None))
     return out
+
+
+def read_text_edits(path: str | Path) -> dict[str, str]:
+    """`key -> edited text` from a decisions file's `text` column (CSV) or field (JSON Lines): what the text review
+    pages changed. Blank texts mean "not edited" and are left out; whitespace is collapsed, as in the pages."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8-sig")
+    edits: dict[str, str] = {}
+    if path.suffix.lower() == ".csv":
+        reader = csv.reader(io.StringIO(text, newline=""))
+        names = [h.strip().lower() for h in next(reader, None) or []]
+        if "text" not in names or "key" not in names:
+            return {}
+        k, t = names.index("key"), names.index("text")
+        for row in reader:
+            if len(row) > max(k, t) and row[t].strip():
+                edits[row[k].strip()] = " ".join(row[t].split())
+    else:
+        for raw in text.splitlines():
+            rec = json.loads(raw) if raw.strip() else None
+            if isinstance(rec, dict) and isinstance(rec.get("text"), str) and rec["text"].strip():
+                edits[str(rec.get("key", "")).strip()] = " ".join(rec["text"].split())
+    return edits
 
 
 def _csv_records(path: Path, text: str) -> Iterator[tuple[int, str, str, str | None]]:

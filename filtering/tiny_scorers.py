@@ -40,3 +40,28 @@ def tiny_clip_vision(seed: int = 0) -> CLIPVisionModelWithProjection:
 def tiny_aesthetic_head(in_features: int, seed: int = 0) -> torch.nn.Linear:
     """A linear head shaped like LAION's `sa_0_4_vit_l_14_linear.pth` (embedding -> one score), seeded."""
     return _seeded(seed, lambda: torch.nn.Linear(in_features, 1))
+
+
+TINY_TEXT_POSITIONS = 77  # CLIP's context length
+
+
+def tiny_clip_tokenizer():
+    """A tokenizer for `tiny_clip_text`: the offline character-level one of the project's tiny text encoders
+    (`yume_core.tiny_text`), ending every text with its end token, whose position CLIP's text tower pools."""
+    from yume_core.tiny_text import tiny_t5_tokenizer
+
+    tok = tiny_t5_tokenizer()
+    tok.model_max_length = TINY_TEXT_POSITIONS
+    return tok
+
+
+def tiny_clip_text(seed: int = 0):
+    """A CLIPTextModelWithProjection like OpenAI's CLIP text towers (`text_embeds` is CLIP's encode_text), its
+    projection the width of `tiny_clip_vision`'s, so the two towers' embeddings compare."""
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    tok = tiny_clip_tokenizer()
+    config = CLIPTextConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=64, max_position_embeddings=TINY_TEXT_POSITIONS, projection_dim=16,
+                            pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.pad_token_id)
+    return _seeded(seed, lambda: CLIPTextModelWithProjection(config))

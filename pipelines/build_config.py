@@ -112,9 +112,11 @@ def set_settings(s: BuildSet) -> dict:
 
 
 def cli_overrides(data: Mapping[str, Any], preset: str | None, runner: Mapping[str, Any] | None = None,
-                  screening: Mapping[str, Any] | None = None, event_tasks: list[str] | None = None) -> dict:
+                  screening: Mapping[str, Any] | None = None, event_tasks: list[str] | None = None,
+                  text_review: Mapping[str, Any] | None = None) -> dict:
     """The build command's flags as settings for every set they concern: the runner options reach every stage
-    that runs tasks, screening options and event tasks every set made by a recipe that screens (`i2v_event`)."""
+    that runs tasks, screening and text review options and event tasks every set made by a recipe that screens
+    (`i2v_event`)."""
     base = load_preset(BUILD_PRESETS, preset, "build preset") if preset else {}
     merged = merge_settings(base, data)
     sets: dict = {}
@@ -128,6 +130,8 @@ def cli_overrides(data: Mapping[str, Any], preset: str | None, runner: Mapping[s
         if r.waits_for_people:
             if screening:
                 mine["screening"] = dict(screening)
+            if text_review:
+                mine["text_review"] = dict(text_review)
             if event_tasks:
                 mine["tasks"] = list(event_tasks)
         if mine:

@@ -14,6 +14,7 @@ import click
 
 from pipelines.cli_actions import actions, quantize_options, quantize_overrides
 from pipelines.cli_build import build
+from pipelines.cli_events import draft_events
 from pipelines.cli_common import (
     InputErrorGroup,
     prefect_env,
@@ -233,6 +234,7 @@ for _command in (
     embed_actions,
     select_prompts,
     event_images,
+    draft_events,
     synthesize,
     plan,
     train,

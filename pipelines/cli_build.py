@@ -21,12 +21,17 @@ from pipelines.cli_paths import PathOrURL, storage_options
                    "weight), generate, build_time.")
 @click.option("--decisions", type=click.Path(exists=True, dir_okay=False),
               help="Screening decisions of the screened (i2v_event) set (the CSV the review pages download).")
-@click.option("--accept-all", is_flag=True, help="Keep every event video without screening (the card says so).")
+@click.option("--text-decisions", type=click.Path(exists=True, dir_okay=False),
+              help="Text review decisions of a set whose events were drafted (the CSV its text review pages "
+                   "download; edited texts replace the drafted ones).")
+@click.option("--accept-all", is_flag=True, help="Keep every event video (and drafted text) without screening (the "
+                                                 "card says so).")
 @click.option("--event-tasks", help="Tasks of the i2v_event sets: t2v,i2v (default) or t2v (\"exclusively T2V\").")
 @click.option("--build-time", help="The one time written into outputs (ISO 8601 or epoch seconds; default "
                                    "SOURCE_DATE_EPOCH, else 1970-01-01).")
 @runner_options(workers="each stage's own")
-def build(output, preset, config, decisions, accept_all, event_tasks, build_time, task_runner, workers, ray_address):
+def build(output, preset, config, decisions, text_decisions, accept_all, event_tasks, build_time, task_runner,
+          workers, ray_address):
     """Build the training mixture: every set of the config as shards, mixture.yaml, data card.
 
     A rerun skips every step whose inputs and settings are unchanged. With screening by decisions and none given,
@@ -34,7 +39,8 @@ def build(output, preset, config, decisions, accept_all, event_tasks, build_time
     runner of every stage that runs tasks, in every set; a stage's `runner` section in --config sets its own, and
     its GPUs per Ray worker (`gpus_per_worker`), which differ by stage."""
     prefect_env()
-    record = run_build_command(output, preset, config, decisions=decisions, accept_all=accept_all,
+    record = run_build_command(output, preset, config, decisions=decisions, text_decisions=text_decisions,
+                               accept_all=accept_all,
                                event_tasks=event_tasks, build_time=build_time,
                                runner=runner_overrides(task_runner, workers, ray_address))
     if "waiting" in record:
@@ -45,19 +51,22 @@ def build(output, preset, config, decisions, accept_all, event_tasks, build_time
 
 
 def run_build_command(output, preset, config, decisions=None, accept_all=False, event_tasks=None,
-                      build_time=None, runner: dict | None = None) -> dict:
+                      build_time=None, runner: dict | None = None, text_decisions=None) -> dict:
     """`runner`: settings of every stage's runner (None values: not given)."""
     from pipelines.build import run_build_flow
     from pipelines.build_config import build_config, cli_overrides, merge_settings
     from pipelines.cli_common import read_config
 
-    if decisions and accept_all:
-        raise click.BadParameter("give --decisions or --accept-all, not both", param_hint="--accept-all")
+    if (decisions or text_decisions) and accept_all:
+        raise click.BadParameter("give --decisions / --text-decisions or --accept-all, not both",
+                                 param_hint="--accept-all")
     screening = {"policy": "decisions", "decisions": str(Path(decisions).resolve())} if decisions else \
+        {"policy": "accept_all"} if accept_all else None
+    text_review = {"policy": "decisions", "decisions": str(Path(text_decisions).resolve())} if text_decisions else \
         {"policy": "accept_all"} if accept_all else None
     tasks = [t.strip() for t in event_tasks.split(",") if t.strip()] if event_tasks else None
     data = read_config(config) if config else {}
     flags = cli_overrides(data, preset, runner if runner and any(v is not None for v in runner.values()) else None,
-                          screening, tasks)
+                          screening, tasks, text_review)
     settings = merge_settings(data, {"build_time": build_time, **flags})
     return run_build_flow(output, build_config(preset, settings), preset)

@@ -64,25 +64,40 @@ def filter_videos(manifest, output, preset, config, backend, dimensions, keep, k
 
 @click.group("review")
 def review():
-    """Manual screening (the event set): pages to screen videos in a browser, then apply the decisions."""
+    """Manual review (the event set): pages to screen videos, or event texts before synthesis, in a browser; then
+    apply the decisions."""
+
+
+def _one_source(manifest, events) -> None:
+    if bool(manifest) == bool(events):
+        raise click.UsageError("give --manifest (a video manifest) or --events (an event set), one of them")
 
 
 @review.command("make")
-@click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Video manifest (of `synthesize` or `filter`).")
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False),
+              help="Video manifest (of `synthesize` or `filter`; sorted best first when it has pre-screen scores).")
+@click.option("--events", type=click.Path(exists=True, dir_okay=False),
+              help="Or an event set (.jsonl/.csv, e.g. draft-events' events.jsonl): review its texts before synthesis.")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder for the pages.")
-@click.option("--page-size", default=200, show_default=True, type=click.IntRange(min=1), help="Videos per page.")
-@click.option("--title", help="Title on the pages (default: the manifest's folder name).")
-def review_make(manifest, output, page_size, title):
-    """Write static review pages (open index.html; keys y/n keep or reject; download the decisions CSV)."""
+@click.option("--page-size", default=200, show_default=True, type=click.IntRange(min=1), help="Cards per page.")
+@click.option("--title", help="Title on the pages (default: the input's folder name).")
+def review_make(manifest, events, output, page_size, title):
+    """Write static review pages (open index.html; y/n keep or reject, e edits an event's text; download the
+    decisions CSV)."""
     from filtering.review import make_review
     from yume_core.errors import InputError
     from yume_core.manifest import read_manifest
     from yume_core.storage import check_writable
 
+    _one_source(manifest, events)
+    check_writable(output)
+    if events:
+        from pipelines.event_review import make_event_review
+
+        click.echo(f"review pages: {make_event_review(events, output, page_size=page_size, title=title)}")
+        return
     source = Path(manifest)
     table = read_manifest(source)
-    check_writable(output)
     try:
         index = make_review(table, source.parent, output, page_size=page_size, title=title or source.parent.name)
     except ValueError as e:  # not a video manifest
@@ -91,20 +106,30 @@ def review_make(manifest, output, page_size, title):
 
 
 @review.command("apply")
-@click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False), help="Video manifest.")
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False), help="Video manifest.")
+@click.option("--events", type=click.Path(exists=True, dir_okay=False),
+              help="Or an event set: writes OUTPUT/events.jsonl with the kept events and their edited texts.")
 @click.option("--decisions", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Decisions (.csv key,decision,note as the pages export, or .jsonl).")
+              help="Decisions (.csv key,decision,note,text as the pages export, or .jsonl).")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
-              help="Output folder (not the manifest's folder).")
+              help="Output folder (not the input's folder).")
 @click.option("--unreviewed", type=click.Choice(["drop", "keep", "error"]), default="drop", show_default=True,
-              help="What happens to videos nobody decided on.")
-def review_apply(manifest, decisions, output, unreviewed):
-    """Keep what people kept: rejected and unreviewed videos are dropped with a reason, nothing is lost."""
-    from filtering.review import apply_review, read_decisions, review_counts
+              help="What happens to videos (or events) nobody decided on.")
+def review_apply(manifest, events, decisions, output, unreviewed):
+    """Keep what people kept: rejected and unreviewed rows are dropped with a reason, nothing is lost; on an event
+    set, edited texts replace the drafted ones."""
+    from filtering.review import apply_review, read_decisions, read_text_edits, review_counts
     from pipelines.filtering import output_folder, relocated
     from pipelines.reporting import report
     from yume_core.manifest import read_manifest, write_manifest
 
+    _one_source(manifest, events)
+    if events:
+        from pipelines.event_review import apply_event_review
+
+        print_outputs(apply_event_review(events, read_decisions(decisions), read_text_edits(decisions), output,
+                                         unreviewed=unreviewed, source=str(decisions)))
+        return
     source = Path(manifest)
     out = output_folder(source, output)
     table = apply_review(read_manifest(source), read_decisions(decisions), unreviewed=unreviewed,

@@ -14,6 +14,10 @@ the fields
     image            path of the first-person start image, relative to the event file's folder or absolute
     negative_prompt  optional
     seed             optional integer (the generation seed for this event)
+    source           optional: `drafted` for events a VLM wrote (`yume-data draft-events`), which also carry
+                     `model`, `prompt_version` and `draft_seed` (the drafting seed, not the generation seed). A
+                     drafted event's category may be one of the user's own categories (a snake_case key of the
+                     categories file it was drafted with); a written one must be one of the four, so a typo fails
 
 Example line: {"event_id": "rain-001", "category": "weather", "description": "Heavy rain starts to fall on the
 crossing; people open umbrellas and run for cover.", "image": "images/shibuya_0001.jpg"}
@@ -51,6 +55,7 @@ _ALIASES = {
 }
 FIELDS = ("event_id", "category", "description", "image", "negative_prompt", "seed")
 _ID = re.compile(r"^[A-Za-z0-9_-]+$")
+_USER_CATEGORY = re.compile(r"^[a-z][a-z0-9_]*$")
 MIN_SIDE = 256  # pixels; Wan I2V resizes to 480p/720p, and an upscale from less than this is mush
 
 EVENT_SCHEMA = pa.schema([
@@ -136,6 +141,12 @@ def _records(path: Path) -> list[tuple[int, dict | None, str | None]]:
                            "save it as JSON Lines or CSV")
 
 
+def event_records(path: str | Path) -> dict[int, dict]:
+    """The records of an event set as written, by their line (`read_event_set`'s `line`): every field kept, so a
+    step that rewrites the set (text review) carries fields it does not know (a drafted event's `model`, ...)."""
+    return {line: rec for line, rec, _ in _records(Path(path)) if rec is not None}
+
+
 def check_header(path: Path, header: list[str]) -> None:
     """EventFormatError when an event CSV's header lacks a column every record needs."""
     missing = {"description", "image"} - set(header)
@@ -190,6 +201,8 @@ def _parse_record(rec: dict, row: dict, base: Path, fname: str, seen: dict[str, 
     image = _text(rec.get("image"))
     raw_category = _text(rec.get("category"))
     category = normalize_category(raw_category)
+    if category is None and _text(rec.get("source")) == "drafted" and _USER_CATEGORY.match(raw_category):
+        category = raw_category  # drafted under a user's categories file, which checked the key
     event_id = _text(rec.get("event_id"))
     seed_raw = rec.get("seed")
     row.update(

@@ -30,6 +30,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--enable-logging=stderr", "--v=0", "--remote-debugging-port=0"]
 TIMEOUT = 30.0
+NAMED_KEYS = {"Enter": (13, "\r"), "Escape": (27, "")}  # key -> (virtual key code, text it types)
 
 
 def chromium_path() -> str:
@@ -175,10 +176,12 @@ class Page:
         return result["result"].get("value")
 
     def press(self, key: str) -> None:
-        """A key press as a person types it (keydown with the key's text, then keyup)."""
+        """A key press as a person types it (keydown with the key's text, then keyup); `key` is a character or
+        one of the named keys in NAMED_KEYS."""
+        code, text = NAMED_KEYS.get(key, (None, key))
         for kind in ("keyDown", "keyUp"):
-            self.browser.call("Input.dispatchKeyEvent", {"type": kind, "key": key, "text": key if kind == "keyDown"
-                                                         else "", "windowsVirtualKeyCode": ord(key.upper())},
+            self.browser.call("Input.dispatchKeyEvent", {"type": kind, "key": key, "text": text if kind == "keyDown"
+                                                         else "", "windowsVirtualKeyCode": code or ord(key.upper())},
                               session=self.session)
 
     def broken_images(self) -> list[str]:

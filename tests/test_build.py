@@ -22,6 +22,7 @@ from yume_core.storage import TMP_MARK
 from conftest import BUILD_TIME, SMALL_BUILD  # the suite's shared demo build settings
 
 GOLDEN = Path(__file__).parent / "golden" / "demo_build_sets.json"
+GOLDEN_DRAFTED = Path(__file__).parent / "golden" / "demo_build_event_drafted.json"  # the demo's drafted event set
 
 pytestmark = pytest.mark.slow
 
@@ -71,9 +72,17 @@ def _set_digests(out: Path) -> dict[str, str]:
 
 
 def test_the_demo_preset_builds_the_same_sets_as_before_recipes(demo_build):
-    """The digest was recorded from the build before sets became recipes (with source paths already recorded
-    relative to the build folder, so the bytes do not depend on where the suite's temporary folder lies)."""
-    assert _set_digests(demo_build) == json.loads(GOLDEN.read_text())
+    """The real_world and synthetic digests were recorded from the build before sets became recipes (with source
+    paths already recorded relative to the build folder, so the bytes do not depend on where the suite's temporary
+    folder lies). The event set's are not those any more, on purpose: since the demo drafts its events with the tiny
+    InternVL (draft-events, text review accept_all, then the pre-screen) instead of pairing four written ones, its
+    set holds other events, so its bytes were recorded again when drafting came in (`GOLDEN_DRAFTED`). The pin still
+    catches any change to drafting, text review, synthesis or the event shards, and the other two sets keep the
+    pin from before recipes."""
+    golden = {k: v for k, v in json.loads(GOLDEN.read_text()).items() if not k.startswith("event/")}
+    drafted = json.loads(GOLDEN_DRAFTED.read_text())
+    assert drafted and all(k.startswith("event/") for k in drafted)
+    assert _set_digests(demo_build) == {**golden, **drafted}
 
 
 def test_build_writes_the_sets_the_mixture_and_the_card(built):
@@ -151,6 +160,31 @@ def test_screening_by_decisions_pauses_then_resumes_with_the_decisions_file(buil
     assert sorted(m["key"] for m in _samples(out / "event")) == keys[1:]
     screened = [m["event"]["screening"] for m in _samples(out / "event")]
     assert all(s["decision"] == "keep" for s in screened)
+
+
+def test_text_review_pauses_then_edited_texts_reach_the_samples_event_text(built):
+    """The demo drafts its events; with text review by decisions the build stops before any video is rendered,
+    and the decisions file's edited text becomes the event's prompt and its samples' event_text."""
+    out, tmp = built
+    result = _build(out, tmp, {"sets": {"event": {"text_review": {"policy": "decisions"}}}})
+    assert result.exit_code == EXIT_WAITING, result.output
+    assert "--text-decisions" in result.output and "text_review" in result.output
+    status = {s["name"]: s["status"] for s in json.loads((out / "build.json").read_text())["steps"]}
+    assert status["event/text_review"] == "waiting" and status["event/synthesis"] == "blocked"
+    drafted = [json.loads(x) for x in (out / "work/event/draft/events.jsonl").read_text().splitlines()]
+    assert len(drafted) >= 2 and all(e["source"] == "drafted" for e in drafted)
+    first, second = drafted[0]["event_id"], drafted[1]["event_id"]
+    edited = "A tram stops at the square and a crowd of people with umbrellas steps out into the rain."
+    decisions = tmp / "text-decisions.csv"
+    decisions.write_text(f"key,decision,note,text\n{first},keep,,\"{edited}\"\n{second},reject,word salad,\n"
+                         + "".join(f"{e['event_id']},keep,,\n" for e in drafted[2:]))
+    result = _build(out, tmp, {"sets": {"event": {"text_review": {"policy": "decisions"}}}},
+                    args=("--text-decisions", str(decisions)))
+    assert result.exit_code == 0, result.output
+    samples = {m["event"]["event_id"]: m for m in _samples(out / "event")}
+    assert second not in samples and len(samples) == len(drafted) - 1
+    assert samples[first]["event"]["description"] == edited
+    assert samples[first]["event_text"] == {"t2v": edited, "i2v": edited}
 
 
 def test_a_clean_rebuild_writes_the_same_bytes(demo_build):

@@ -80,12 +80,13 @@ def test_a_wrong_setting_fails_before_any_work_naming_its_path(settings, message
 def test_the_command_line_reaches_every_set_it_concerns():
     data = {"sets": {"drone": {"recipe": "sekai", "inputs": {"csv": "d.csv", "videos": "v", "trajectories": "t"}}}}
     flags = cli_overrides(data, "demo", runner={"kind": "threads", "workers": 3}, screening={"policy": "accept_all"},
-                          event_tasks=["t2v"])
+                          event_tasks=["t2v"], text_review={"policy": "decisions", "decisions": "t.csv"})
     cfg = build_config("demo", merge_settings(data, flags))
     runners = {(s.name, k): v.runner.workers for s in cfg.sets for k, v in s.sections.items() if hasattr(v, "runner")}
     assert runners == {("real_world", "real_world"): 3, ("synthetic", "synthesis"): 3, ("synthetic", "filter"): 3,
-                       ("event", "synthesis"): 3, ("drone", "real_world"): 3}
+                       ("event", "draft"): 3, ("event", "synthesis"): 3, ("drone", "real_world"): 3}
     assert cfg.set("event").tasks == ("t2v",) and cfg.set("drone").tasks == ("t2v", "i2v")
+    assert cfg.set("event").sections["text_review"].decisions == "t.csv"
 
 
 def test_the_demo_graph_declares_each_steps_set_reads_and_outputs(tmp_path):
@@ -93,11 +94,16 @@ def test_the_demo_graph_declares_each_steps_set_reads_and_outputs(tmp_path):
                                                                             "openvid_captions": 4}}))
     by_name = {s.name: s for s in steps}
     assert list(by_name) == ["real_world/real_world", "synthetic/prompts", "synthetic/synthesis", "synthetic/filter",
-                             "synthetic/shards", "event/event_images", "event/synthesis", "event/review_pages",
+                             "synthetic/shards", "event/event_images", "event/draft", "event/text_review_pages",
+                             "event/text_review", "event/synthesis", "event/prescreen", "event/review_pages",
                              "event/screening", "event/shards"]
     assert all(s.set == s.name.split("/")[0] for s in steps)
     assert by_name["synthetic/filter"].reads == ("synthetic/synthesis",)
     assert by_name["synthetic/filter"].extends and by_name["synthetic/filter"].counts_from == "synthetic/synthesis"
     assert by_name["event/shards"].manifest == ctx.layout.set_dir("event") / "index.parquet"
+    assert by_name["event/synthesis"].reads == ("event/text_review",)  # the demo renders its reviewed drafts
+    assert by_name["event/text_review"].waits() is None  # accept_all: no person to wait for
+    assert by_name["event/synthesis"].counts_from == "event/text_review"
+    assert by_name["event/review_pages"].reads == ("event/prescreen",)  # pages sorted by the pre-screen
     outputs = [p for s in steps for p in s.outputs.values()]
     assert all(ctx.layout.out in Path(p).parents for p in outputs)  # every path from the one layout

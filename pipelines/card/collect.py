@@ -68,6 +68,8 @@ def _set_section(out: Path, name: str, info: dict, extras: Extras) -> dict:
         section["quality"] = _quality(out, info["quality"])
     if info.get("screening"):
         section["screening"] = _screening(out, info["screening"])
+    if info.get("text_review"):
+        section["text_review"] = _text_review(out, info["text_review"])
     if info.get("kind") == "event":
         section["tasks_note"] = EVENT_TASKS_NOTE
     if info.get("labels"):  # how the actions were labelled, and what the trajectory checks found
@@ -205,10 +207,64 @@ def _screening(out: Path, info: dict) -> dict | None:
     if not (out / info["manifest"]).is_file():
         return None
     policy = info.get("policy")
-    counts = review_counts(pq.read_table(out / info["manifest"]))
+    table = pq.read_table(out / info["manifest"])
+    counts = review_counts(table)
     by_person = policy == "decisions"  # any other policy keeps videos nobody looked at
     return {"policy": policy, "screened_by_a_person": by_person,
-            "accept_rate": counts["keep_rate"] if by_person else None, **counts}
+            "accept_rate": counts["keep_rate"] if by_person else None, **counts,
+            "prescreen": prescreen_prediction(table)}
+
+
+def _text_review(out: Path, info: dict) -> dict | None:
+    """Drafted events of the set: how many were drafted, and kept / rejected / edited in the text review."""
+    from filtering import review_counts
+
+    if not (out / info["manifest"]).is_file():
+        return None
+    table = pq.read_table(out / info["manifest"])
+    counts = review_counts(table)
+    drafted = _verdicts(out / info["drafted"]) if (out / info["drafted"]).is_file() else None
+    edited = int(pc.sum(pc.is_valid(table["edited_text"]).cast("int64")).as_py() or 0) \
+        if "edited_text" in table.column_names else 0
+    return {"policy": info.get("policy"), "reviewed_by_a_person": info.get("policy") == "decisions",
+            "drafted_rows": drafted[0] if drafted else None, "drafted_ok": drafted[1] if drafted else None,
+            "edited": edited, **counts}
+
+
+def prescreen_prediction(table) -> dict | None:
+    """How well the pre-screen predicted the people's decisions: the score distribution of kept and rejected
+    videos, and the share of the rejections that fall in the bottom third of the screened videos by score (a
+    score that knows nothing puts a third there; one that predicts, more). None without pre-screen scores; the
+    prediction part is None until people decided (an accept_all build has nothing to compare with)."""
+    from filtering.prescreen import SCORE
+
+    if SCORE not in table.column_names:
+        return None
+    score = table[SCORE].to_numpy(zero_copy_only=False).astype(np.float64)
+    reason = np.asarray(table["reason"].to_pylist(), dtype=object)
+    review = np.asarray(table["review"].to_pylist(), dtype=object) if "review" in table.column_names else \
+        np.full(table.num_rows, None, dtype=object)
+    ok = np.asarray(table["status"].to_pylist(), dtype=object) == OK
+    scored = np.isfinite(score)
+    kept = scored & ok & (review == "keep")
+    rejected = scored & (reason == "rejected_in_review")
+    out = {"scored": int(scored.sum()), "scores": describe(score[scored]),
+           "auto_rejected": int((reason == "prescreen_rejected").sum()),
+           "kept": describe(score[kept]), "rejected": describe(score[rejected]), "prediction": None}
+    screened = np.flatnonzero(kept | rejected)
+    if not rejected.any() or not kept.any():
+        return out
+    order = screened[np.argsort(score[screened], kind="stable")]
+    bottom = order[: -(-len(order) // 3)]  # the lowest third (rounded up) of the screened videos
+    counts, edges = np.histogram(score[screened], bins=HIST_BINS)
+    out["prediction"] = {
+        "screened": int(len(screened)),
+        "bottom_third_below": float(score[order[len(bottom)]]) if len(bottom) < len(order) else None,
+        "rejections_in_bottom_third": round(float(rejected[bottom].sum() / rejected.sum()), 4),
+        "histogram": {"edges": edges.tolist(), "kept": np.histogram(score[kept], bins=edges)[0].tolist(),
+                      "rejected": np.histogram(score[rejected], bins=edges)[0].tolist()},
+    }
+    return out
 
 
 def _mixture(out: Path, record: dict) -> dict | None:
@@ -251,6 +307,10 @@ def _warnings(card: dict) -> list[str]:
         if screening and not screening["screened_by_a_person"]:
             notes.append(f"The {name} set was NOT screened by a person (screening policy {screening['policy']}): "
                          f"{screening['ok']} of {screening['rows']} generated videos went into it unseen.")
+        texts = s.get("text_review")
+        if texts and not texts["reviewed_by_a_person"]:
+            notes.append(f"The {name} set's events were drafted by a model and NOT reviewed by a person (text review "
+                         f"policy {texts['policy']}).")
         if not s["samples"]:
             notes.append(f"The {name} set has no samples.")
         if "quality" in s and (s["quality"] is None or not s["quality"]["scored"]):

@@ -104,9 +104,19 @@ def _html_set(name: str, s: dict) -> str:
                  f"{flags.get('flagged', 0):,} of {flags.get('checked', 0):,} clips flagged ({e(found)}).</p>")
     if "quality" in s:
         page += "<h3>VBench quality</h3>" + _html_quality(s["quality"], figs.quality(s["quality"]))
+    if s.get("text_review"):
+        page += "<h3>Drafted event texts</h3>" + _html_text_review(s["text_review"])
     if "screening" in s:
         page += "<h3>Screening</h3>" + _html_screening(s["screening"])
     return page
+
+
+def _html_text_review(t: dict) -> str:
+    who = "reviewed by a person" if t["reviewed_by_a_person"] else f"NOT reviewed by a person ({t['policy']} policy)"
+    cls = "setting" if t["reviewed_by_a_person"] else "warning"
+    return (f'<p class="{cls}">{_num(t["drafted_ok"])} events drafted by a model (of {_num(t["drafted_rows"])} '
+            f"images x categories asked), {e(who)}: {t['kept']:,} kept, {t['rejected']:,} rejected, {t['not_reviewed']:,} "
+            f"not reviewed, {t['edited']:,} texts edited.</p>")
 
 
 def _html_funnel(card: dict, uri: str | None) -> str:
@@ -172,7 +182,28 @@ def _html_screening(s: dict | None) -> str:
     rows = [[e(c), _num(v["rows"]), _num(v["kept"]), _num(v["rejected"]), _num(v["not_reviewed"]),
              _num(v["keep_rate"])] for c, v in s.get("by_category", {}).items()]
     return f'<p class="{cls}">{e(screening_sentence(s))}</p>' + \
-        _table(["category", "rows", "kept", "rejected", "not reviewed", "keep rate"], rows, "num")
+        _table(["category", "rows", "kept", "rejected", "not reviewed", "keep rate"], rows, "num") + \
+        _html_prescreen(s.get("prescreen"))
+
+
+def _html_prescreen(p: dict | None) -> str:
+    """The pre-screen's scores, and once people decided, how well it predicted them."""
+    if p is None:
+        return ""
+    rows = [_dist_row("all scored", p["scores"]), _dist_row("kept", p["kept"]),
+            _dist_row("rejected in screening", p["rejected"])]
+    auto = f" {p['auto_rejected']:,} were rejected by the pre-screen alone (auto_reject_below)." \
+        if p["auto_rejected"] else ""
+    pred = p["prediction"]
+    if pred is None:
+        said = "No decisions by people to compare the pre-screen with yet."
+    else:
+        said = (f"{pred['rejections_in_bottom_third']:.0%} of the rejections fell in the bottom third of the "
+                f"{pred['screened']:,} screened videos by pre-screen score (a score that predicted nothing would "
+                "put a third there).")
+    return (f'<h4>Pre-screen</h4><p>{p["scored"]:,} videos scored (agreement with the event text, consistency '
+            f"with the start image, VBench quality); the review pages showed them best first.{e(auto)} "
+            f"{e(said)}</p>" + _table(DIST_HEADERS, rows, "num"))
 
 
 def _html_mixture(card: dict, uri: str | None) -> str:
