@@ -82,16 +82,32 @@ def one_line_error(exc: BaseException) -> str | None:
     return None
 
 
+_RUNS_IN_ONE_LINE: set[str] = set()  # ids of the task and flow runs of this process that failed that way
+
+
+def failed_in_one_line(run_id: object, exc: BaseException) -> bool:
+    """Whether `exc`, which ended the task or flow run `run_id`, is a failure the CLI reports in one line; Prefect's
+    own lines about that run are then left out (`_ReportedInOneLine`)."""
+    if one_line_error(exc) is None:
+        return False
+    _RUNS_IN_ONE_LINE.add(str(run_id))
+    return True
+
+
 class _ReportedInOneLine(logging.Filter):
-    """Drops Prefect's traceback of a failed flow or task run whose cause the CLI prints as one line."""
+    """Drops Prefect's lines about a failed flow or task run whose cause the CLI prints as one line: its traceback,
+    and the "Finished in state Failed(...)" line that says the same again."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.exc_info or os.environ.get("YUME_DEBUG"):
+        if os.environ.get("YUME_DEBUG"):
             return True
         ctx = click.get_current_context(silent=True)
         if ctx is not None and ctx.find_root().params.get("debug"):
             return True
-        return one_line_error(record.exc_info[1]) is None
+        run = getattr(record, "task_run_id", None) or getattr(record, "flow_run_id", None)
+        if record.exc_info:
+            return not failed_in_one_line(run, record.exc_info[1])
+        return not (record.levelno >= logging.ERROR and str(run) in _RUNS_IN_ONE_LINE)
 
 
 CONFIG_FILE = "yume_data.config_file"  # click context meta: the --config file a command read
@@ -186,8 +202,8 @@ def shard_overrides(shard_count, shard_bytes, no_poses, fps, size) -> dict:
 
 class InputErrorGroup(click.Group):
     """Runs a subcommand; a bad input file or setting (yume_core.errors.InputError, yume_core.config.ConfigError),
-    a run stopped by its first items' failures (yume_core.failfast.SystematicFailure), a full or unwritable disk
-    (`one_line_error`) ends it with one line on stderr and exit status 2 instead of a traceback; a setting's error
+    a run stopped by its first items' failures (yume_core.failfast.SystematicFailure), an object store still failing
+    after its retries (yume_core.remote.StorageError), a full or unwritable disk (`one_line_error`) ends it with one line on stderr and exit status 2 instead of a traceback; a setting's error
     names the --config file the command read (`read_config`). `--debug` (or YUME_DEBUG=1) shows the traceback.
     Ctrl-C (SIGINT) ends it with one line and status 130, the shell's for an interrupted command: what was finished
     is kept (every file is written atomically) and the same command resumes from it."""

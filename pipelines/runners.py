@@ -65,6 +65,17 @@ class Resources:
 CPU_TASK = Resources()
 
 
+def worth_retrying(task, task_run, state) -> bool:
+    """Prefect's `retry_condition_fn` of the flows' tasks. A task is retried once for what another try can fix (a
+    Ray node lost under it, a file another node had not uploaded yet), not for a failure the CLI reports in one
+    line (a bad input, a full disk, a store still failing after its own retries): that would only repeat it, and
+    delay the line."""
+    from pipelines.cli_common import failed_in_one_line
+
+    exc = getattr(state, "data", None)
+    return not (isinstance(exc, BaseException) and failed_in_one_line(task_run.id, exc))
+
+
 def make_task_runner(cfg: RunnerConfig):
     workers = cfg.workers or os.cpu_count() or 1
     if cfg.kind == "threads":
