@@ -273,6 +273,12 @@ def _connect_within_timeout(address: str | None) -> Iterator[None]:
             os.environ.pop("RAY_gcs_server_port_wait_time_s", None)
 
 
+def _lost(address: str, problem: str) -> InputError:
+    return InputError(address, f"lost the Ray head: {problem}",
+                      "check the head node (`ray status` there; its logs under /tmp/ray/session_latest/logs), then "
+                      "run the same command again: it resumes from the finished batches and shards")
+
+
 @contextmanager
 def watch_head(address: str, on_lost: Callable[[InputError], None] | None = None,
                interval: float | None = None) -> Iterator[None]:
@@ -280,7 +286,8 @@ def watch_head(address: str, on_lost: Callable[[InputError], None] | None = None
     5 s); once it has not answered for the connect timeout, call `on_lost` with the one-line error (default: print
     it and end the process with status 2). Ending the process from this thread, without unwinding the flow, is the
     point: its tasks wait on a cluster that is gone. Files are written atomically, so a rerun resumes from the
-    batches and shards that were finished."""
+    batches and shards that were finished. A block that fails while the head does not answer (Ray raises as soon
+    as the local raylet goes with the head) fails with that line too, the error Ray gave as its cause."""
     endpoint = head_endpoint(address)
     if endpoint is None:
         yield
@@ -301,16 +308,18 @@ def watch_head(address: str, on_lost: Callable[[InputError], None] | None = None
             if problem is None:
                 last_answer = time.monotonic()
             elif time.monotonic() - last_answer >= timeout:
-                (on_lost or lost)(InputError(address, f"lost the Ray head: no answer for {timeout:g} s ({problem})",
-                                             "check the head node (ray status there; its logs under "
-                                             "/tmp/ray/session_latest/logs), then run the same command again: it "
-                                             "resumes from the finished batches and shards"))
+                (on_lost or lost)(_lost(address, f"no answer for {timeout:g} s ({problem})"))
                 return
 
     thread = threading.Thread(target=watch, daemon=True, name="ray-head-watch")
     thread.start()
     try:
         yield
+    except Exception as e:
+        if (problem := _tcp_problem(*endpoint, min(5.0, timeout))) is not None:
+            raise _lost(address, f"the run failed with {type(e).__name__} and the head does not answer "
+                                 f"({problem})") from e
+        raise
     finally:
         stopped.set()
         thread.join()

@@ -86,6 +86,9 @@ def test_a_head_that_stops_answering_is_reported_once_it_was_silent_for_the_time
         lost.append(error)
         reported.set()
 
+    with pytest.raises(RuntimeError, match="a bug"):  # a failure while the head answers is the failure
+        with watch_head(address, on_lost, interval=0.1):
+            raise RuntimeError("a bug")
     with watch_head(address, on_lost, interval=0.1):
         time.sleep(1.5)
         assert not lost  # a head that answers is left alone
@@ -96,6 +99,13 @@ def test_a_head_that_stops_answering_is_reported_once_it_was_silent_for_the_time
     [error] = lost
     assert str(error).startswith(f"{address}: lost the Ray head: no answer for 1 s (tcp {address}: ")
     assert "run the same command again: it resumes" in str(error)
+
+    # a run that fails (Ray raises once its raylet went with the head) before the silence is long enough
+    with pytest.raises(InputError, match="lost the Ray head: the run failed with RuntimeError and the head does "
+                                         "not answer") as caught:
+        with watch_head(address, on_lost, interval=0.1):
+            raise RuntimeError("The task's local raylet died")
+    assert isinstance(caught.value.__cause__, RuntimeError) and len(lost) == 1
 
 
 @pytest.mark.slow
@@ -117,6 +127,42 @@ def test_a_port_that_answers_but_is_no_ray_head_fails_within_the_timeout(tmp_pat
     assert last.startswith(f"yume_core.errors.InputError: 127.0.0.1:{port}: no Ray head answers at this address "
                            "(its port accepts connections, but no Ray head answered in 3 s"), done.stderr[-2000:]
     assert time.monotonic() - started < 60  # one attempt of 3 s (plus Ray's own 10 s of connecting); not 13 minutes
+
+
+@pytest.mark.slow
+def test_a_head_lost_during_the_run_ends_the_command_in_one_line(tmp_path):
+    pytest.importorskip("prefect_ray")
+    from test_ray_flows import Cluster
+    from yume_core.sample_data import make_sekai_sample
+
+    sample = make_sekai_sample(tmp_path / "sekai", n_clips=6, n_frames=40, size=(64, 36))
+    cluster = Cluster()
+    proc = None
+    try:
+        cluster.start_node("--head", "--port", str(cluster.port), "--num-cpus", "1", "--num-gpus", "0",
+                           "--include-dashboard", "false", "--dashboard-port", str(free_port()),
+                           "--ray-client-server-port", str(free_port()))
+        proc = subprocess.Popen(_cli("real-world", "--csv", str(sample.csv_path), "--videos", str(sample.videos_dir),
+                                     "--trajectories", str(sample.cameras_dir), "-o", str(tmp_path / "out"),
+                                     "--batch-size", "1", "--ray-address", cluster.address),
+                                env=_env(tmp_path, YUME_RAY_CONNECT_TIMEOUT="5"), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        deadline = time.monotonic() + 240
+        while not list((tmp_path / "out").glob("_work/*/*.parquet")):  # a batch is done: the run is under way
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.2)
+        cluster.stop()
+        lost = time.monotonic()
+        _, err = proc.communicate(timeout=120)
+        took = time.monotonic() - lost
+    finally:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        cluster.stop()
+    assert proc.returncode == 2, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert err.rstrip().splitlines()[-1].startswith(f"error: {cluster.address}: lost the Ray head: "), err[-3000:]
+    assert took < 30, took  # Ray alone aborts the driver after 60 s, with a C++ error
 
 
 # ------------------------------------------------------------------------------------- Ctrl-C and kill -9
