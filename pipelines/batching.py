@@ -32,7 +32,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from tqdm.auto import tqdm
 
-from pipelines.runners import CPU_TASK, Resources, Runner
+from pipelines.runners import CPU_TASK, Resources, Runner, worth_retrying
 from yume_core.manifest import summarize, write_manifest
 from yume_core.remote import ensure_local
 from yume_core.storage import atomic_path, atomic_write_text
@@ -228,7 +228,7 @@ def batch_rows(source: "pa.Table | Parts", start: int, stop: int) -> pa.Table:
     return source.slice(start, stop - start)
 
 
-@task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+@task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2, retry_condition_fn=worth_retrying)
 def run_batch(step: Callable[[pa.Table], pa.Table], batch: "pa.Table | Parts", part: str,
               rows: tuple[int, int] | None = None, key: str | None = None) -> dict:
     """Run one stage over one batch and write its part; returns the batch's counts, not its rows.

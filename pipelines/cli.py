@@ -167,7 +167,8 @@ def shards_group():
 @storage_options
 @click.option("--decode", is_flag=True, help="Also open every mp4 and check its frames, fps and size.")
 def shards_verify(directory, decode):
-    """Re-read every sample of every shard and check it against the index."""
+    """Re-read every sample of every shard and check it against the index, and every tar against its completion
+    marker (size, sha256, samples). Exit 1 on any problem."""
     import shards
 
     rep = shards.verify_shards(directory, decode=decode)

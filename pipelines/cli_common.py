@@ -21,7 +21,11 @@ def prefect_env() -> None:
     """Embedded mode by default; no phoning home from batch jobs.
 
     Embedded Prefect keeps its database under PREFECT_HOME and serves it from a subprocess: on a full or read-only
-    disk that prints pages of sqlalchemy tracebacks and then times out, so the home is checked here first. Prefect's
+    disk that prints pages of sqlalchemy tracebacks and then times out, so the home is checked here first. That
+    server is started here, as a child that ends with the command (`pipelines.prefect_server`: a command killed
+    with SIGKILL or interrupted with Ctrl-C leaves no server behind, and an interrupted one exits in seconds). Its
+    address reaches Prefect through PREFECT_API_URL, which Prefect reads once, at import: a process that imported
+    Prefect before (a notebook, a test invoking the CLI in-process) keeps Prefect's own temporary server. Prefect's
     log of a failed run is left out when the CLI reports the cause in one line anyway (`--debug` keeps it).
     """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -35,6 +39,10 @@ def prefect_env() -> None:
         except InputError as e:
             raise InputError(e.path, e.problem, "free space there, or set PREFECT_HOME to a writable folder on "
                              "another disk, or PREFECT_API_URL to a running Prefect server") from e
+        if "prefect" not in sys.modules:
+            from pipelines import prefect_server
+
+            os.environ["PREFECT_API_URL"] = prefect_server.start(prefect_home())
     for name in ("prefect.flow_runs", "prefect.task_runs"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _ReportedInOneLine) for f in logger.filters):
@@ -74,16 +82,32 @@ def one_line_error(exc: BaseException) -> str | None:
     return None
 
 
+_RUNS_IN_ONE_LINE: set[str] = set()  # ids of the task and flow runs of this process that failed that way
+
+
+def failed_in_one_line(run_id: object, exc: BaseException) -> bool:
+    """Whether `exc`, which ended the task or flow run `run_id`, is a failure the CLI reports in one line; Prefect's
+    own lines about that run are then left out (`_ReportedInOneLine`)."""
+    if one_line_error(exc) is None:
+        return False
+    _RUNS_IN_ONE_LINE.add(str(run_id))
+    return True
+
+
 class _ReportedInOneLine(logging.Filter):
-    """Drops Prefect's traceback of a failed flow or task run whose cause the CLI prints as one line."""
+    """Drops Prefect's lines about a failed flow or task run whose cause the CLI prints as one line: its traceback,
+    and the "Finished in state Failed(...)" line that says the same again."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.exc_info or os.environ.get("YUME_DEBUG"):
+        if os.environ.get("YUME_DEBUG"):
             return True
         ctx = click.get_current_context(silent=True)
         if ctx is not None and ctx.find_root().params.get("debug"):
             return True
-        return one_line_error(record.exc_info[1]) is None
+        run = getattr(record, "task_run_id", None) or getattr(record, "flow_run_id", None)
+        if record.exc_info:
+            return not failed_in_one_line(run, record.exc_info[1])
+        return not (record.levelno >= logging.ERROR and str(run) in _RUNS_IN_ONE_LINE)
 
 
 CONFIG_FILE = "yume_data.config_file"  # click context meta: the --config file a command read
@@ -130,9 +154,10 @@ def runner_options(workers: str, gpus: str | None = None, on_ray: str = "the clu
                           "one CPU and the GPUs of its model). Default: threads, or the preset's."),
         click.option("--workers", type=click.IntRange(min=0),
                      help=f"Tasks at once with threads or processes (default: {workers}); on Ray, {on_ray}."),
-        click.option("--ray-address",
+        click.option("--ray-address", callback=_ray_head_answers,
                      help="Ray cluster to run on (implies --task-runner ray): HOST:PORT of its head, "
-                          "ray://HOST:10001 or auto. Default: a local Ray started for the run."),
+                          "ray://HOST:10001 or auto. Default: a local Ray started for the run. Checked before "
+                          "anything starts; YUME_RAY_CONNECT_TIMEOUT (default 30) bounds the wait in seconds."),
     ]
     if gpus:
         options.append(click.option("--gpus-per-worker", type=click.FloatRange(min=0),
@@ -144,6 +169,15 @@ def runner_options(workers: str, gpus: str | None = None, on_ray: str = "the clu
         return f
 
     return decorate
+
+
+def _ray_head_answers(ctx: click.Context, param: click.Parameter, address: str | None) -> str | None:
+    """`--ray-address`, once a TCP connection to its head's port opens: a wrong address ends the command in one
+    line before Prefect's server and the flow start (`pipelines.runners.check_ray_head`)."""
+    from pipelines.runners import check_ray_head
+
+    check_ray_head(address)
+    return address
 
 
 def runner_overrides(task_runner: str | None, workers: int | None, ray_address: str | None,
@@ -168,13 +202,21 @@ def shard_overrides(shard_count, shard_bytes, no_poses, fps, size) -> dict:
 
 class InputErrorGroup(click.Group):
     """Runs a subcommand; a bad input file or setting (yume_core.errors.InputError, yume_core.config.ConfigError),
-    a run stopped by its first items' failures (yume_core.failfast.SystematicFailure), a full or unwritable disk
-    (`one_line_error`) ends it with one line on stderr and exit status 2 instead of a traceback; a setting's error
-    names the --config file the command read (`read_config`). `--debug` (or YUME_DEBUG=1) shows the traceback."""
+    a run stopped by its first items' failures (yume_core.failfast.SystematicFailure), an object store still failing
+    after its retries (yume_core.remote.StorageError), a full or unwritable disk (`one_line_error`) ends it with one line on stderr and exit status 2 instead of a traceback; a setting's error
+    names the --config file the command read (`read_config`). `--debug` (or YUME_DEBUG=1) shows the traceback.
+    Ctrl-C (SIGINT) ends it with one line and status 130, the shell's for an interrupted command: what was finished
+    is kept (every file is written atomically) and the same command resumes from it."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            if ctx.params.get("debug") or os.environ.get("YUME_DEBUG"):
+                raise
+            click.echo("\ninterrupted: finished batches and shards are kept; run the same command again to resume",
+                       err=True)
+            sys.exit(130)
         except Exception as e:
             message = one_line_error(e)
             if message is None or ctx.params.get("debug") or os.environ.get("YUME_DEBUG"):

@@ -36,7 +36,7 @@ from captioning.stage import CaptionConfig
 from pipelines.batching import Parts, fingerprint, map_batches, write_parts
 from pipelines.flows import StageFlow
 from pipelines.reporting import report
-from pipelines.runners import Runner, RunnerConfig, task_paths, task_runner
+from pipelines.runners import Runner, RunnerConfig, task_paths, task_runner, worth_retrying
 from yume_core import __version__
 from yume_core.config import load_preset, to_dict
 from yume_core.identity import batch_keys, file_identities
@@ -65,7 +65,7 @@ def process_clip_batch(batch: pa.Table, config: RealWorldConfig) -> pa.Table:
     return check_frame_counts(batch, tolerance=config.frame_tolerance)
 
 
-@task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+@task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2, retry_condition_fn=worth_retrying)
 def write_shard_task(manifest: Parts, positions: np.ndarray, shards_dir: str, index: int,
                      config: shards.ShardConfig, provenance: dict, spec: SampleSpec) -> int:
     """Read the shard's rows from the parts (by position) and write it, unless it was written from the same rows

@@ -4,9 +4,12 @@ Checks, per sample: its key is in the index, in this shard, at this byte offset;
 sha256) are the index's; the json parses and follows the sample schema (yume_core.samples: common and per-set fields, its `key` is the sample's, a real-world clip id sanitises to it; an event sample that trains i2v has its `.jpg`); the
 action label lists have equal lengths, (frames-1)//stride when a stride is given; segment and chunk frame ranges
 lie within [0, frames-1]; the npy loads as float32 (frames, 4, 4) where `frames` is the pose timeline
-(`actions.frames`). Across the folder: no key twice, every tar readable, every ok index entry found, and a tar's
-completion marker (where there is one) agrees with its size and sample count. The folder may be a URL
-(`s3://bucket/set`): index, markers and tars are then read from object storage.
+(`actions.frames`). Across the folder: no key twice, every tar readable, every ok index entry found, and every tar
+has its completion marker (`_index/<shard>.done.json`), which agrees with the tar's size, sha256 and sample count:
+a writer trusts a shard only through its marker (a resumed run keeps it, a reader's copy is what it describes),
+so a shard without one was never finished, and one that differs from it was changed after. The tar's sha256 is
+taken as it is read for the sample checks, in one pass. The folder may be a URL (`s3://bucket/set`): index,
+markers and tars are then read from object storage.
 With `decode=True`, each mp4 is also probed (every packet demuxed, both ends decoded) and its frames, fps and size
 compared with the json.
 """
@@ -148,9 +151,35 @@ def _check_video(errors, shard, key, data: bytes, rec):
         errors.append((shard, key, "mp4 disagrees with json: " + ", ".join(diffs)))
 
 
-def _verify_tar(path: str, index_rows: dict, decode: bool):
-    """Read one tar (a path or URL); returns (keys in order, errors). `index_rows`: key -> index row (ok rows of
-    the folder)."""
+class _Hashing:
+    """A file read front to back, its sha256 and size taken on the way (tarfile's stream mode only reads)."""
+
+    def __init__(self, raw):
+        self.raw, self.sha256, self.bytes = raw, hashlib.sha256(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.sha256.update(data)
+        self.bytes += len(data)
+        return data
+
+    def drain(self, chunk: int = 1 << 20) -> None:
+        """Read what tarfile left after the end-of-archive blocks."""
+        while self.read(chunk):
+            pass
+
+
+@dataclass
+class _TarResult:
+    keys: list[str]  # in order
+    errors: list[Error]
+    sha256: str | None  # of the whole file; None when it could not be read to its end
+    bytes: int | None
+
+
+def _verify_tar(path: str, index_rows: dict, decode: bool) -> _TarResult:
+    """Read one tar (a path or URL) once: its samples against `index_rows` (key -> index row, the folder's ok
+    rows) and its sha256."""
     shard = path.rsplit("/", 1)[-1]
     errors: list[Error] = []
     keys: list[str] = []
@@ -196,44 +225,57 @@ def _verify_tar(path: str, index_rows: dict, decode: bool):
             errors.append((shard, key, "event sample trains i2v but has no .jpg start image"))
 
     try:
-        with remote.open_input(path) as raw, tarfile.open(fileobj=raw, mode="r:") as tf:
-            cur_key, cur_offset, members = None, None, []
-            for m in tf:
-                if not m.isfile():
-                    continue
-                key, ext = _split(m.name)
-                if key is None:
-                    errors.append((shard, None, f"member {m.name!r} has no extension; not a WebDataset sample"))
-                    continue
-                data = tf.extractfile(m).read()
-                if key != cur_key:
-                    if cur_key is not None:
-                        finish(cur_key, cur_offset, members)
-                    cur_key, cur_offset, members = key, m.offset, []
-                if any(e == ext for e, _ in members):
-                    errors.append((shard, key, f"member .{ext} appears twice"))
-                members.append((ext, data))
-            if cur_key is not None:
-                finish(cur_key, cur_offset, members)
+        with remote.open_input(path) as raw:
+            hashed = _Hashing(raw)
+            with tarfile.open(fileobj=hashed, mode="r|") as tf:
+                cur_key, cur_offset, members = None, None, []
+                for m in tf:
+                    if not m.isfile():
+                        continue
+                    key, ext = _split(m.name)
+                    if key is None:
+                        errors.append((shard, None, f"member {m.name!r} has no extension; not a WebDataset sample"))
+                        continue
+                    data = tf.extractfile(m).read()
+                    if key != cur_key:
+                        if cur_key is not None:
+                            finish(cur_key, cur_offset, members)
+                        cur_key, cur_offset, members = key, m.offset, []
+                    if any(e == ext for e, _ in members):
+                        errors.append((shard, key, f"member .{ext} appears twice"))
+                    members.append((ext, data))
+                if cur_key is not None:
+                    finish(cur_key, cur_offset, members)
+            hashed.drain()
     except (tarfile.TarError, OSError, EOFError) as e:
         errors.append((shard, None, f"tar is unreadable: {e}"))
-    return keys, errors
+        return _TarResult(keys, errors, None, None)
+    return _TarResult(keys, errors, hashed.sha256.hexdigest(), hashed.bytes)
 
 
-def _check_marker(errors, shards_dir: str, name: str, keys: int) -> None:
-    marker_url = remote.join(shards_dir, INDEX_DIR, name[: -len(".tar")] + MARKER_SUFFIX)
-    if not remote.exists(marker_url):
-        return  # folders written before markers existed; the members are checked one by one anyway
+def _check_marker(errors, shards_dir: str, name: str, tar: _TarResult) -> None:
+    marker_name = f"{INDEX_DIR}/{name[: -len('.tar')]}{MARKER_SUFFIX}"
     try:
-        marker = json.loads(remote.read_bytes(marker_url))
-    except ValueError as e:
-        errors.append((name, None, f"completion marker is not JSON: {e}"))
+        marker = json.loads(remote.read_bytes(remote.join(shards_dir, marker_name)))
+    except FileNotFoundError:
+        errors.append((name, None, f"no completion marker ({marker_name}): the shard was never finished; run the "
+                                   "command that wrote it again, which rewrites it"))
         return
-    nbytes = remote.size(remote.join(shards_dir, name))
-    if marker.get("bytes") != nbytes:
-        errors.append((name, None, f"tar has {nbytes} bytes, its completion marker says {marker.get('bytes')}"))
-    if marker.get("samples") != keys:
-        errors.append((name, None, f"tar holds {keys} samples, its completion marker says {marker.get('samples')}"))
+    except ValueError as e:
+        errors.append((name, None, f"completion marker {marker_name} is not JSON: {e}"))
+        return
+    if not isinstance(marker, dict):
+        errors.append((name, None, f"completion marker {marker_name} is not a JSON object"))
+        return
+    if tar.sha256 is not None:  # else the tar is reported unreadable already
+        if marker.get("bytes") != tar.bytes:
+            errors.append((name, None, f"tar has {tar.bytes} bytes, its completion marker says {marker.get('bytes')}"))
+        if marker.get("sha256") != tar.sha256:
+            errors.append((name, None, f"tar's sha256 is {tar.sha256}, its completion marker says "
+                                       f"{marker.get('sha256')} (changed after it was written)"))
+    if marker.get("samples") != len(tar.keys):
+        errors.append((name, None, f"tar holds {len(tar.keys)} samples, its completion marker says "
+                                   f"{marker.get('samples')}"))
 
 
 def verify_shards(shards_dir: str | Path, decode: bool = False, threads: int | None = None) -> VerifyReport:
@@ -267,12 +309,12 @@ def verify_shards(shards_dir: str | Path, decode: bool = False, threads: int | N
         results = list(ex.map(lambda p: _verify_tar(p, index_rows, decode), tars))
     seen: dict[str, str] = {}
     found: set[str] = set()
-    for name, (keys, errors) in zip(sorted(present), results):
+    for name, tar in zip(sorted(present), results):
         report.shards += 1
-        report.samples += len(keys)
-        report.errors.extend(errors)
-        _check_marker(report.errors, shards_dir, name, len(keys))
-        for key in keys:
+        report.samples += len(tar.keys)
+        report.errors.extend(tar.errors)
+        _check_marker(report.errors, shards_dir, name, tar)
+        for key in tar.keys:
             if key in seen:
                 report.errors.append((name, key, f"duplicate key (also in {seen[key]})"))
             else:

@@ -84,6 +84,16 @@ def test_mirrored_shards_reach_the_bucket_with_markers_and_verify_there(s3_bucke
     assert report.ok, report.errors
     assert (report.shards, report.samples) == (3, 6)
 
+    # in the bucket as on a disk: a missing marker, or one whose sha256 is not the tar's, fails
+    _fs().rm(f"{s3_bucket}/out/shards/_index/shard-000000.done.json")
+    marker = f"{s3_bucket}/out/shards/_index/shard-000002.done.json"
+    _fs().pipe(marker, json.dumps({**json.loads(_fs().cat(marker)), "sha256": "0" * 64}).encode())
+    report = shards.verify_shards(f"{s3_bucket}/out/shards")
+    assert [(s, m.split(" (")[0].split(",")[0]) for s, _, m in report.errors] == [
+        ("shard-000000.tar", "no completion marker"),
+        ("shard-000002.tar", f"tar's sha256 is {remote.sha256_of(f'{s3_bucket}/out/shards/shard-000002.tar')}"),
+    ], shards.format_report(report)
+
 
 def test_resume_checks_markers_against_the_bucket(s3_bucket, tmp_path):
     """A rerun on a fresh machine (empty staging) fetches the small state and skips finished shards without

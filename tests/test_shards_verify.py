@@ -80,7 +80,9 @@ def test_corrupted_mp4_member(copy):
     rep = verify_shards(copy)
     assert not rep.ok
     assert any(s == tar.name and k == m.name[:-4] and "sha256" in msg for s, k, msg in rep.errors), rep.errors
-    assert "1 problem" in format_report(rep)
+    assert any(s == tar.name and k is None and msg.startswith("tar's sha256 is")
+               for s, k, msg in rep.errors), rep.errors  # the same bytes, seen whole
+    assert "2 problem" in format_report(rep)
 
 
 def test_tampered_json(copy):
@@ -163,3 +165,35 @@ def test_failed_rows_in_index_are_not_errors(copy):
     rep = verify_shards(copy)
     assert rep.ok and rep.failed_rows == 1
     assert "1 input rows failed" in format_report(rep)
+
+
+def test_a_missing_or_disagreeing_completion_marker_fails(copy):
+    """A writer trusts a shard only through its marker: without one it was never finished, and a marker whose
+    size, sha256 or sample count differ from the tar describes other bytes."""
+    import hashlib
+    import json
+
+    def edit(name, **changes):
+        marker = copy / "_index" / f"{name}.done.json"
+        marker.write_text(json.dumps({**json.loads(marker.read_text()), **changes}))
+
+    (copy / "_index" / "shard-000000.done.json").unlink()
+    edit("shard-000001", sha256="0" * 64)
+    third = json.loads((copy / "_index" / "shard-000002.done.json").read_text())
+    edit("shard-000002", bytes=third["bytes"] + 1, samples=third["samples"] + 1)
+    rep = verify_shards(copy)
+    found: dict[str, list[str]] = {}
+    for shard, key, message in rep.errors:
+        assert key is None
+        found.setdefault(shard, []).append(message)
+    sha = hashlib.sha256((copy / "shard-000001.tar").read_bytes()).hexdigest()
+    assert found == {
+        "shard-000000.tar": ["no completion marker (_index/shard-000000.done.json): the shard was never finished; "
+                             "run the command that wrote it again, which rewrites it"],
+        "shard-000001.tar": [f"tar's sha256 is {sha}, its completion marker says {'0' * 64} (changed after it "
+                             "was written)"],
+        "shard-000002.tar": [f"tar has {third['bytes']} bytes, its completion marker says {third['bytes'] + 1}",
+                             f"tar holds {third['samples']} samples, its completion marker says "
+                             f"{third['samples'] + 1}"],
+    }, format_report(rep)
+    assert rep.samples == 5  # the samples themselves are fine

@@ -16,7 +16,8 @@ class RowError(Exception):
 
 
 class InputError(Exception):
-    """A whole input file (CSV header, decisions file, config, prompts file) or output folder that cannot be used.
+    """A whole input file (CSV header, decisions file, config, prompts file) or output folder that cannot be used,
+    or a service the command needs that does not answer (a Ray head; an object store, `yume_core.remote.StorageError`).
 
     Unlike RowError it stops the command: the CLI prints `str(e)` as one line and exits with status 2. The message
     names the file, the problem and the fix: `InputError(path, "has no videoFile column", "export it with ...")`.

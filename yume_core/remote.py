@@ -17,6 +17,12 @@ Credentials and endpoint come from the standard environment (`AWS_ENDPOINT_URL`,
 `AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`, `GOOGLE_APPLICATION_CREDENTIALS`, ...) or from `--storage-options`
 (JSON of fsspec filesystem arguments), which commands put in `YUME_STORAGE_OPTIONS` so that worker processes (a
 process pool, Ray workers started from this environment) use the same settings.
+
+Failures. A store under load answers 503 SlowDown, a network drops connections: S3 requests are retried with
+backoff, by botocore in its adaptive mode (exponential backoff with jitter, and a client-side rate that slows down
+while the store throttles) on top of s3fs's own tries (`S3_RETRIES`). A request that still fails raises
+`StorageError`: the object's URL, the store's error code and how many attempts were made, which the CLI prints as
+one line. A missing object stays FileNotFoundError: callers treat it as "not done yet".
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any
+
+from yume_core.errors import InputError
 
 OPTIONS_ENV = "YUME_STORAGE_OPTIONS"
 STAGING_ENV = "YUME_DATA_STAGING"
@@ -70,11 +78,115 @@ def set_storage_options(options: str | dict | None) -> None:
     _filesystem.cache_clear()
 
 
+# botocore's retries of one S3 request (the first attempt included); s3fs tries each request up to its `retries`
+# (5) times around them when the store says SlowDown, so a throttled upload gets up to 25 attempts, about a minute.
+S3_RETRIES = {"mode": "adaptive", "total_max_attempts": 5}
+AWS_RETRY_ENV = ("AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS")  # botocore's own settings, which then decide
+
+
+def _with_retries(protocol: str, options: dict[str, Any]) -> dict[str, Any]:
+    """`options` with S3_RETRIES for an S3 filesystem whose retries nothing else chose (the options'
+    `config_kwargs.retries`, AWS_RETRY_MODE or AWS_MAX_ATTEMPTS)."""
+    config = dict(options.get("config_kwargs") or {})
+    if protocol not in ("s3", "s3a") or "retries" in config or any(os.environ.get(k) for k in AWS_RETRY_ENV):
+        return options
+    return {**options, "config_kwargs": {**config, "retries": dict(S3_RETRIES)}}
+
+
 @lru_cache(maxsize=16)
 def _filesystem(protocol: str, options: str):
     import fsspec
 
-    return fsspec.filesystem(protocol, **json.loads(options))
+    return fsspec.filesystem(protocol, **_with_retries(protocol, json.loads(options)))
+
+
+class StorageError(InputError):
+    """A request to object storage that failed for good, after the retries. Its line names the object's URL, the
+    store's error code and the attempts made, so a person tells throttling (run again later: it resumes) from
+    credentials or a wrong endpoint. Picklable: it crosses process pools and Ray."""
+
+    def __init__(self, url: str, code: str, attempts: int, said: str = ""):
+        self.url, self.code, self.attempts, self.said = url, code, attempts, said
+        tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+        super().__init__(url, f"object storage answered {code}{f' ({said})' if said else ''} to {tries}",
+                         _storage_fix(code))
+
+    def __reduce__(self):
+        return (type(self), (self.url, self.code, self.attempts, self.said))
+
+
+_THROTTLED = ("SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
+              "ServiceUnavailable", "InternalError", "HTTP 500", "HTTP 502", "HTTP 503", "HTTP 504")
+_DENIED = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "HTTP 403")
+
+
+def _storage_fix(code: str) -> str:
+    if code.startswith(_THROTTLED):
+        return ("the store is throttling or failing requests: run the same command again later (it resumes from the "
+                "finished files), or with fewer workers; --storage-options '{\"config_kwargs\": {\"retries\": "
+                "{\"total_max_attempts\": N}}}' or AWS_MAX_ATTEMPTS allow more retries")
+    if code.startswith(_DENIED):
+        return ("check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN or "
+                "--storage-options) and the bucket's policy")
+    if code == "NoSuchBucket":
+        return "create the bucket, or check the URL and the endpoint (AWS_ENDPOINT_URL / --storage-options)"
+    return "check the endpoint (AWS_ENDPOINT_URL / --storage-options) and the network, then run the same command again"
+
+
+_S3FS_RETRIED = ("SlowDown", "reduce your request rate", "XAmzContentSHA256Mismatch")  # s3fs's own retry rule
+
+
+def storage_error(exc: BaseException, url: str, fs=None) -> StorageError | None:
+    """The StorageError `exc` amounts to (an S3 error answer, or a connection botocore gave up on, in its chain),
+    or None. Attempts: botocore's (its response metadata counts the retries; a dropped connection is retried up to
+    the client's maximum) times s3fs's tries around them (all of `fs.retries` for the errors s3fs retries)."""
+    chain, seen = exc, 0
+    while chain is not None and seen < 8:
+        response = getattr(chain, "response", None)
+        if isinstance(response, dict) and isinstance(response.get("Error"), dict):
+            meta = response.get("ResponseMetadata") or {}
+            status = meta.get("HTTPStatusCode")
+            code = response["Error"].get("Code") or f"HTTP {status}"
+            said = "; ".join(x for x in (f"HTTP {status}" if status and not code.startswith("HTTP") else "",
+                                         response["Error"].get("Message") or "") if x)
+            s3fs_tries = getattr(fs, "retries", 1) if any(p in str(chain) for p in _S3FS_RETRIED) else 1
+            return StorageError(url, code, (int(meta.get("RetryAttempts") or 0) + 1) * s3fs_tries, said[:200])
+        transport = _transport_tries(chain, fs)
+        if transport is not None:
+            return StorageError(url, type(chain).__name__, transport, str(chain)[:200])
+        chain, seen = chain.__cause__ or chain.__context__, seen + 1
+    return None
+
+
+def _transport_tries(exc: BaseException, fs) -> int | None:
+    """Attempts behind a connection error botocore gave up on (None for anything else): the client's maximum times
+    s3fs's tries. Its HTTP library may also resend a request once on a dropped keep-alive connection, unseen here."""
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import HTTPClientError
+    except ImportError:
+        return None
+    if not isinstance(exc, (BotoConnectionError, HTTPClientError)):
+        return None
+    client = getattr(fs, "_s3", None)
+    retries = getattr(getattr(getattr(client, "meta", None), "config", None), "retries", None) or {}
+    s3fs_tries = getattr(fs, "retries", 1) if isinstance(exc, HTTPClientError) else 1  # s3fs retries only these
+    return int(retries.get("total_max_attempts") or 1) * s3fs_tries
+
+
+@contextmanager
+def reported(url: str) -> Iterator[None]:
+    """Requests for `url` in the block that fail for good raise StorageError naming it (FileNotFoundError, a
+    missing object, passes as it is)."""
+    try:
+        yield
+    except (FileNotFoundError, StorageError):
+        raise
+    except Exception as e:
+        found = storage_error(e, url, filesystem(url)[0]) if is_url(url) else None
+        if found is None:
+            raise
+        raise found from e
 
 
 def filesystem(url: str):
@@ -101,14 +213,16 @@ def join(base: str, *names: str) -> str:
 def exists(path: str) -> bool:
     if is_url(path):
         fs, p = filesystem(path)
-        return fs.exists(p)
+        with reported(path):
+            return fs.exists(p)
     return Path(path).exists()
 
 
 def is_dir(path: str) -> bool:
     if is_url(path):
         fs, p = filesystem(path)
-        return fs.isdir(p)
+        with reported(path):
+            return fs.isdir(p)
     return Path(path).is_dir()
 
 
@@ -117,7 +231,8 @@ def size(path: str) -> int | None:
     if is_url(path):
         fs, p = filesystem(path)
         try:
-            return int(fs.size(p))
+            with reported(path):
+                return int(fs.size(p))
         except FileNotFoundError:
             return None
     try:
@@ -131,7 +246,8 @@ def list_files(folder: str, suffix: str = "") -> list[str]:
     if is_url(folder):
         fs, p = filesystem(folder)
         try:
-            names = [n.rsplit("/", 1)[-1] for n in fs.ls(p, detail=False, refresh=True)]
+            with reported(folder):
+                names = [n.rsplit("/", 1)[-1] for n in fs.ls(p, detail=False, refresh=True)]
         except FileNotFoundError:
             return []
         return sorted(join(folder, n) for n in names if n.endswith(suffix))
@@ -144,12 +260,13 @@ def open_input(path: str, mode: str = "rb") -> IO:
     a header or one member reads only that."""
     if is_url(path):
         fs, p = filesystem(path)
-        return fs.open(p, mode)
+        with reported(path):
+            return fs.open(p, mode)
     return open(path, mode)
 
 
 def read_bytes(path: str) -> bytes:
-    with open_input(path) as f:
+    with reported(path), open_input(path) as f:
         return f.read()
 
 
@@ -171,7 +288,7 @@ def read_parquet_schema(path: str):
 def sha256_of(path: str, chunk: int = 8 << 20) -> str:
     """Hex sha256 of a local or remote file, streamed."""
     h = hashlib.sha256()
-    with open_input(path) as f:
+    with reported(path), open_input(path) as f:
         while data := f.read(chunk):
             h.update(data)
     return h.hexdigest()
@@ -188,7 +305,8 @@ def input_file(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     os.close(fd)
     try:
         fs, p = filesystem(str(path))
-        fs.get_file(p, tmp)
+        with reported(str(path)):
+            fs.get_file(p, tmp)
         yield Path(tmp)
     finally:
         os.unlink(tmp)
@@ -224,13 +342,17 @@ class Mirror:
         return join(self.url, rel.as_posix())
 
     def push(self, path: str | Path) -> None:
-        fs, p = filesystem(self.remote_of(path))
-        fs.put_file(str(path), p)
+        url = self.remote_of(path)
+        fs, p = filesystem(url)
+        with reported(url):
+            fs.put_file(str(path), p)
 
     def remove(self, path: str | Path) -> None:
-        fs, p = filesystem(self.remote_of(path))
+        url = self.remote_of(path)
+        fs, p = filesystem(url)
         try:
-            fs.rm_file(p)
+            with reported(url):
+                fs.rm_file(p)
         except FileNotFoundError:
             pass
 
@@ -242,11 +364,13 @@ class Mirror:
         from yume_core.storage import TMP_MARK
 
         path = Path(path)
-        fs, p = filesystem(self.remote_of(path))
+        url = self.remote_of(path)
+        fs, p = filesystem(url)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{TMP_MARK}pull-{os.getpid()}-{threading.get_ident()}-{path.name}")
         try:
-            fs.get_file(p, str(tmp))
+            with reported(url):
+                fs.get_file(p, str(tmp))
         except FileNotFoundError:
             return False
         os.replace(tmp, path)
@@ -254,9 +378,11 @@ class Mirror:
 
     def remote_files(self, under: str = "") -> dict[str, int]:
         """Relative path -> size of every object under the URL (or under its folder `under`)."""
-        fs, base = filesystem(join(self.url, under) if under else self.url)
+        url = join(self.url, under) if under else self.url
+        fs, base = filesystem(url)
         try:
-            found = fs.find(base, detail=True, withdirs=False)
+            with reported(url):
+                found = fs.find(base, detail=True, withdirs=False)
         except FileNotFoundError:
             return {}
         base = base.rstrip("/") + "/"
@@ -389,9 +515,8 @@ def open_output(output: str | os.PathLike) -> str:
     if not is_url(output):
         return output
     fs, p = filesystem(output)
-    if "s3" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)) and not fs.exists(p.split("/")[0]):
-        from yume_core.errors import InputError
-
+    if "s3" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)) and not exists(
+            output.split("://", 1)[0] + "://" + p.split("/")[0]):
         raise InputError(output, f"bucket {p.split('/')[0]!r} does not exist",
                          "create it, or check the endpoint in AWS_ENDPOINT_URL / --storage-options")
     root = staging_dir(output)

@@ -1,0 +1,109 @@
+"""Object storage that keeps failing (moto's S3 server behind a proxy that answers chosen requests with 503
+SlowDown or drops the connection): a failure that outlasts the retries ends the command with one line naming the
+object, the store's error code and the attempts made, and a rerun against a healthy store finishes the job."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from faulty_proxy import FaultyProxy
+from object_store import env_for_subprocess
+from yume_core import remote
+
+FEW_RETRIES = {"config_kwargs": {"retries": {"mode": "standard", "total_max_attempts": 2}}}  # x s3fs's 5 tries
+
+
+def _through(proxy: FaultyProxy, monkeypatch) -> None:
+    """This process's S3 requests go through `proxy`, with FEW_RETRIES (no filesystem cached for another
+    endpoint)."""
+    import fsspec
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+    monkeypatch.setenv(remote.OPTIONS_ENV, json.dumps(FEW_RETRIES))
+    remote._filesystem.cache_clear()
+    fsspec.filesystem("s3").clear_instance_cache()
+
+
+def test_an_upload_throttled_past_the_retries_names_the_object_the_code_and_every_attempt(s3_endpoint, s3_bucket,
+                                                                                           tmp_path, monkeypatch):
+    local = Path(remote.open_output(f"{s3_bucket}/out"))
+    (local / "a.done.json").write_text("{}")
+    with FaultyProxy(s3_endpoint, r"^PUT .*\.done\.json", slow_down=1.0) as proxy:
+        _through(proxy, monkeypatch)
+        with pytest.raises(remote.StorageError) as caught:
+            remote.mirror_for(local / "a.done.json").push(local / "a.done.json")
+        error = caught.value
+        [(request, served)] = proxy.faults.items()
+        assert request.endswith("/out/a.done.json") and served == 10  # 2 botocore attempts x 5 s3fs tries
+        assert (error.url, error.code, error.attempts) == (f"{s3_bucket}/out/a.done.json", "SlowDown", served)
+        assert str(error).startswith(f"{s3_bucket}/out/a.done.json: object storage answered SlowDown (HTTP 503; "
+                                     "Please reduce your request rate.) to 10 attempts; ")
+        import pickle
+
+        assert str(pickle.loads(pickle.dumps(error))) == str(error)  # it crosses process pools and Ray
+
+        proxy.healthy()
+        remote.mirror_for(local / "a.done.json").push(local / "a.done.json")
+        assert remote.read_bytes(f"{s3_bucket}/out/a.done.json") == b"{}"
+
+
+def test_a_dropped_connection_past_the_retries_is_one_error_too(s3_endpoint, s3_bucket, tmp_path, monkeypatch):
+    local = Path(remote.open_output(f"{s3_bucket}/out"))
+    with FaultyProxy(s3_endpoint, r"^GET .*/state\.json", reset=1.0) as proxy:
+        _through(proxy, monkeypatch)
+        with pytest.raises(remote.StorageError) as caught:
+            remote.Mirror(local, f"{s3_bucket}/out").pull(local / "state.json")
+    assert caught.value.url == f"{s3_bucket}/out/state.json"
+    assert caught.value.code == "ConnectionClosedError" and proxy.faults
+    assert "check the endpoint (AWS_ENDPOINT_URL / --storage-options) and the network" in str(caught.value)
+
+
+def test_s3_requests_are_retried_in_botocores_adaptive_mode_unless_the_user_chose(monkeypatch):
+    for name in remote.AWS_RETRY_ENV:
+        monkeypatch.delenv(name, raising=False)
+    assert remote._with_retries("s3", {"anon": True}) == {"anon": True, "config_kwargs": {"retries": remote.S3_RETRIES}}
+    mine = {"config_kwargs": {"retries": {"mode": "legacy"}, "connect_timeout": 5}}
+    assert remote._with_retries("s3", mine) == mine
+    assert remote._with_retries("gs", {}) == {}
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "9")  # botocore reads it when the config does not say
+    assert remote._with_retries("s3", {}) == {}
+
+
+@pytest.mark.slow
+def test_a_bucket_that_throttles_every_marker_ends_the_command_in_one_line_and_a_rerun_finishes(
+        s3_endpoint, s3_bucket, tmp_path):
+    from yume_core.sample_data import make_sekai_sample
+
+    sample = make_sekai_sample(tmp_path / "sekai", n_clips=2, n_frames=40, size=(64, 36))
+    out = f"{s3_bucket}/out"
+    command = [sys.executable, "-m", "pipelines.cli", "real-world", "--csv", str(sample.csv_path),
+               "--videos", str(sample.videos_dir), "--trajectories", str(sample.cameras_dir), "--output", out,
+               "--storage-options", json.dumps(FEW_RETRIES), "--workers", "1"]
+    import subprocess
+
+    with FaultyProxy(s3_endpoint, r"^PUT .*\.done\.json", slow_down=1.0) as proxy:
+        env = env_for_subprocess(proxy.endpoint, tmp_path / "staging")
+        env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+        started = time.monotonic()
+        failed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert failed.returncode == 2, failed.stderr[-3000:]
+        assert "Traceback" not in failed.stderr, failed.stderr[-3000:]
+        lines = [line for line in failed.stderr.splitlines() if line.strip() and "batch/s]" not in line]
+        assert len(lines) == 1 and lines[0].startswith(f"error: {out}/shards/_index/shard-000000.done.json: object "
+                                                       "storage answered SlowDown (HTTP 503"), failed.stderr[-3000:]
+        assert f"to {proxy.faults[f'PUT /{out[5:]}/shards/_index/shard-000000.done.json']} attempts;" in lines[0]
+        print(f"throttled run failed in {time.monotonic() - started:.0f} s")
+
+        proxy.healthy()
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    import shards
+
+    report = shards.verify_shards(f"{out}/shards")
+    assert report.ok and report.samples == 2, shards.format_report(report)
+    assert remote.exists(f"{out}/shards/_index/shard-000000.done.json")
