@@ -173,7 +173,8 @@ def test_every_stage_of_the_funnel_adds_up_and_matches_its_summary(demo_build, c
     stages = {f["step"]: f for f in card["funnel"]}
     assert list(stages) == [s["name"] for s in record["steps"] if s["funnel"]]
     assert list(stages) == ["real_world/real_world", "synthetic/prompts", "synthetic/synthesis", "synthetic/filter",
-                            "synthetic/shards", "event/synthesis", "event/screening", "event/shards"]
+                            "synthetic/shards", "event/draft", "event/text_review", "event/synthesis",
+                            "event/prescreen", "event/screening", "event/shards"]
     assert [f["set"] for f in card["funnel"]] == [n.split("/")[0] for n in stages]
     for f in card["funnel"]:
         assert f["in"] == f["ok"] + f["dropped"] + f["failed"], f
