@@ -66,10 +66,9 @@ CPU_TASK = Resources()
 
 
 def worth_retrying(task, task_run, state) -> bool:
-    """Prefect's `retry_condition_fn` of the flows' tasks. A task is retried once for what another try can fix (a
-    Ray node lost under it, a file another node had not uploaded yet), not for a failure the CLI reports in one
-    line (a bad input, a full disk, a store still failing after its own retries): that would only repeat it, and
-    delay the line."""
+    """Prefect's `retry_condition_fn` of the flows' tasks, which are retried once: not for a failure the CLI
+    reports in one line (a bad input, a full disk, a store still failing after its own retries), which another try
+    would only repeat, delaying the line by the whole task."""
     from pipelines.cli_common import failed_in_one_line
 
     exc = getattr(state, "data", None)
