@@ -42,7 +42,7 @@ def prefect_env() -> None:
         if "prefect" not in sys.modules:
             from pipelines import prefect_server
 
-            os.environ["PREFECT_API_URL"] = prefect_server.start(prefect_home())
+            os.environ["PREFECT_API_URL"] = prefect_server.start()
     for name in ("prefect.flow_runs", "prefect.task_runs"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _ReportedInOneLine) for f in logger.filters):
@@ -60,8 +60,8 @@ _PREFECT_DB_FAILURES = ("disk I/O error", "database or disk is full", "readonly 
 
 def one_line_error(exc: BaseException) -> str | None:
     """The line the CLI prints for a failure a person fixes outside the code (a bad input file or setting, a run
-    whose first items all failed alike, a full or read-only disk, Prefect's database on such a disk), or None for
-    anything else: that is a bug, shown in full."""
+    whose first items all failed alike, a full or read-only disk, Prefect's database on such a disk or the
+    command's Prefect server gone), or None for anything else: that is a bug, shown in full."""
     from yume_core.config import ConfigError
     from yume_core.errors import InputError
     from yume_core.failfast import SystematicFailure
@@ -79,6 +79,12 @@ def one_line_error(exc: BaseException) -> str | None:
                     f"failed: {text.splitlines()[0][:200]}; check the folder has free space and is writable, or "
                     "set PREFECT_HOME to another folder")
         chain, seen = chain.__cause__ or chain.__context__, seen + 1
+    from pipelines import prefect_server
+
+    if (status := prefect_server.exit_status()) is not None:  # what failed was talking to it, most likely
+        return (f"{prefect_home()}: Prefect's temporary server for this command exited with status {status} (its "
+                "errors are above); check this folder (PREFECT_HOME) has free space and is writable, or set "
+                "PREFECT_API_URL to a running Prefect server")
     return None
 
 
@@ -203,8 +209,9 @@ def shard_overrides(shard_count, shard_bytes, no_poses, fps, size) -> dict:
 class InputErrorGroup(click.Group):
     """Runs a subcommand; a bad input file or setting (yume_core.errors.InputError, yume_core.config.ConfigError),
     a run stopped by its first items' failures (yume_core.failfast.SystematicFailure), an object store still failing
-    after its retries (yume_core.remote.StorageError), a full or unwritable disk (`one_line_error`) ends it with one line on stderr and exit status 2 instead of a traceback; a setting's error
-    names the --config file the command read (`read_config`). `--debug` (or YUME_DEBUG=1) shows the traceback.
+    after its retries (yume_core.remote.StorageError), a full or unwritable disk (`one_line_error`) ends it with one
+    line on stderr and exit status 2 instead of a traceback; a setting's error names the --config file the command
+    read (`read_config`). `--debug` (or YUME_DEBUG=1) shows the traceback.
     Ctrl-C (SIGINT) ends it with one line and status 130, the shell's for an interrupted command: what was finished
     is kept (every file is written atomically) and the same command resumes from it."""
 

@@ -12,82 +12,51 @@ therefore starts that server itself, before Prefect is imported, and points PREF
   live server and exits in seconds; the command stops the server as it exits (atexit).
 
 The server is Prefect's own temporary one: the same app in ephemeral mode (no UI, no background services), its
-database under PREFECT_HOME, on a free loopback port the server binds itself and reports on its stdout.
+database under PREFECT_HOME. Its listening socket is opened here, before the server process starts, and handed to
+it: the address is known at once, and requests sent while the server is still starting wait in the socket's queue
+instead of failing, so the command goes on with its imports and settings while the server starts beside it.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
-import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
-from yume_core.errors import InputError
-
-STARTUP_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"  # the setting Prefect's own server start reads
-STARTUP_DEFAULT = 60.0  # Prefect's 20 s is short for a first start, which creates the database, on a busy machine
+_servers: list[subprocess.Popen] = []  # started by this process
 PARENT_GRACE = 5.0  # seconds a server whose parent died gets to shut down cleanly before it exits anyway
 
 
-def start(home: Path) -> str:
-    """Start the server as this process's child; returns its API URL once it answers. Raises InputError naming
-    Prefect's home when it exits or does not answer within the startup timeout."""
-    timeout = float(os.environ.get(STARTUP_ENV) or STARTUP_DEFAULT)
-    proc = subprocess.Popen([sys.executable, "-m", __name__, str(os.getpid())], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, env={**os.environ, "PREFECT_UI_ENABLED": "false"},
-                            start_new_session=True)
+def start() -> str:
+    """Start the server as this process's child; returns its API URL (it answers once it has started)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    with sock:
+        proc = subprocess.Popen([sys.executable, "-m", __name__, str(os.getpid()), str(sock.fileno())],
+                                pass_fds=[sock.fileno()], stdin=subprocess.DEVNULL,
+                                env={**os.environ, "PREFECT_UI_ENABLED": "false"}, start_new_session=True)
+        port = sock.getsockname()[1]
+    _servers.append(proc)
     atexit.register(stop, proc)
-    deadline = time.monotonic() + timeout
-    try:
-        port = _read_port(proc, deadline)
-        url = f"http://127.0.0.1:{port}/api"
-        while not _healthy(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise TimeoutError
-            time.sleep(0.2)
-    except TimeoutError:
-        stop(proc)
-        what = (f"exited with status {proc.returncode}" if proc.returncode not in (None, -signal.SIGTERM)
-                else f"did not answer within {timeout:g} s")
-        raise InputError(home, f"Prefect's temporary server for this command {what} (its errors are above)",
-                         f"check that this folder (PREFECT_HOME) is writable, raise {STARTUP_ENV} on a busy "
-                         "machine, or set PREFECT_API_URL to a running Prefect server") from None
-    return url
+    return f"http://127.0.0.1:{port}/api"
 
 
-def _read_port(proc: subprocess.Popen, deadline: float) -> int:
-    """The port the server reports on its first line of stdout."""
-    line = b""
-    while not line.endswith(b"\n"):
-        wait = deadline - time.monotonic()
-        if wait <= 0 or not select.select([proc.stdout], [], [], wait)[0]:
-            raise TimeoutError
-        chunk = os.read(proc.stdout.fileno(), 64)
-        if not chunk:  # the server exited before binding
-            proc.wait()
-            raise TimeoutError
-        line += chunk
-    proc.stdout.close()
-    return int(line)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
-            return response.status == 200
-    except (OSError, urllib.error.URLError):
-        return False
+def exit_status() -> int | None:
+    """The exit status of this process's server if it ended before the command stopped it, else None: a command
+    that fails then has lost its Prefect API."""
+    return next((proc.returncode for proc in _servers if proc.poll() is not None), None)
 
 
 def stop(proc: subprocess.Popen) -> None:
     """SIGTERM (uvicorn shuts down cleanly), SIGKILL after 5 s."""
+    if proc in _servers:
+        _servers.remove(proc)
     if proc.poll() is not None:
         return
     proc.terminate()
@@ -119,23 +88,15 @@ def _follow_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="parent-watchdog").start()
 
 
-def _serve(parent: int) -> None:
-    import socket
-
+def _serve(parent: int, fd: int) -> None:
     _follow_parent(parent)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sys.stdout.write(f"{sock.getsockname()[1]}\n")
-    sys.stdout.flush()
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nobody reads the pipe from here on
-
     import uvicorn
     from prefect.server.api.server import create_app
 
     config = uvicorn.Config(lambda: create_app(ephemeral=True, final=True), factory=True, log_level="error",
                             lifespan="on")
-    uvicorn.Server(config).run(sockets=[sock])
+    uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
 
 
 if __name__ == "__main__":
-    _serve(int(sys.argv[1]))
+    _serve(int(sys.argv[1]), int(sys.argv[2]))

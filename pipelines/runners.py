@@ -66,10 +66,9 @@ CPU_TASK = Resources()
 
 
 def worth_retrying(task, task_run, state) -> bool:
-    """Prefect's `retry_condition_fn` of the flows' tasks. A task is retried once for what another try can fix (a
-    Ray node lost under it, a file another node had not uploaded yet), not for a failure the CLI reports in one
-    line (a bad input, a full disk, a store still failing after its own retries): that would only repeat it, and
-    delay the line."""
+    """Prefect's `retry_condition_fn` of the flows' tasks, which are retried once: not for a failure the CLI
+    reports in one line (a bad input, a full disk, a store still failing after its own retries), which another try
+    would only repeat, delaying the line by the whole task."""
     from pipelines.cli_common import failed_in_one_line
 
     exc = getattr(state, "data", None)
@@ -252,12 +251,13 @@ def _connect_within_timeout(address: str | None) -> Iterator[None]:
     that loses the head exits (Ray's own fatal error) only after `watch_head` has ended the command in one line.
     `RAY_*` settings the user gave are kept. Ray reads the GCS wait in Python at each `ray.init` (restored after,
     since it also bounds starting a local head); the two GCS timeouts are its C++ settings, read once per
-    process."""
+    process. An attempt opens two channels first, 5 s each at most (`gcs_rpc_server_connect_timeout_s`), before it
+    waits for the GCS's answer: that wait gets the rest of the timeout."""
     if not address:
         yield
         return
     timeout = connect_timeout()
-    for name, value in (("RAY_py_gcs_connect_timeout_s", timeout),
+    for name, value in (("RAY_py_gcs_connect_timeout_s", max(1.0, timeout - 10)),
                         ("RAY_gcs_rpc_server_reconnect_timeout_s", timeout + 60)):
         os.environ.setdefault(name, str(math.ceil(value)))
     saved = os.environ.get("RAY_gcs_server_port_wait_time_s")

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -212,9 +213,17 @@ def _listening_ports(pid: int) -> set[int]:
     return ports
 
 
+def _answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 def _start_real_world(tmp_path: Path) -> tuple[subprocess.Popen, int, int]:
     """`yume-data real-world` on a small sample, in a session of its own; returns it once its Prefect server
-    listens, with that server's pid and port."""
+    answers, with that server's pid and port."""
     from yume_core.sample_data import make_sekai_sample
 
     sample = make_sekai_sample(tmp_path / "sekai", n_clips=4, n_frames=40, size=(64, 36))
@@ -225,8 +234,9 @@ def _start_real_world(tmp_path: Path) -> tuple[subprocess.Popen, int, int]:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
         for child in _descendants(proc.pid):
-            if ports := _listening_ports(child):
-                return proc, child, ports.pop()
+            for port in _listening_ports(child):
+                if _answers(port):
+                    return proc, child, port
         time.sleep(0.2)
     proc.kill()
     raise AssertionError(f"no Prefect server came up: {proc.communicate()[1][-2000:]}")
