@@ -63,3 +63,19 @@ def test_large_manifests_get_bounded_row_groups_and_read_back_whole(tmp_path, mo
     single = Parts.of_files([tmp_path / "m.parquet"])  # one file, read by row group
     assert single.read_range(3, 10).to_pylist() == whole.slice(3, 7).to_pylist()
     assert sum(t.num_rows for t in single.iter_tables(["status"])) == 17
+
+
+def test_the_merged_manifest_carries_no_part_s_batch_key(tmp_path):
+    """Parts record the identities (mtimes) of the files their batch read, to resume; the manifest merged from them
+    must not, or the same rows from regenerated inputs would be other bytes."""
+    digests = []
+    for key in ("1234:111", "1234:222"):  # the same file at two modification times
+        folder = tmp_path / key.replace(":", "-")
+        folder.mkdir()
+        write_manifest(_table(4), folder / "part-00000.parquet", {batching.BATCH_KEY: key})
+        parts = Parts.of_files([folder / "part-00000.parquet"])
+        assert batching.part_key(folder / "part-00000.parquet") == key
+        write_parts(parts, folder / "manifest.parquet", parts.schema, {"k": "v"})
+        assert batching.part_key(folder / "manifest.parquet") is None
+        digests.append(hashlib.sha256((folder / "manifest.parquet").read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
