@@ -334,11 +334,10 @@ def write_parts(tables: "Iterator[pa.Table] | Parts", path: str | Path, schema: 
     """
     if isinstance(tables, Parts):
         tables = tables.iter_tables()
-    # a part's batch key (the mtimes of the files its batch read) is that part's resume state, not the manifest's:
-    # kept, it would make the same rows from copied or regenerated inputs other bytes
-    merged = {k: v for k, v in (schema.metadata or {}).items() if k != BATCH_KEY.encode()}
-    merged.update({k.encode(): v.encode() for k, v in (metadata or {}).items()})
-    schema = schema.with_metadata(merged)
+    if metadata:
+        merged = dict(schema.metadata or {})
+        merged.update({k.encode(): v.encode() for k, v in metadata.items()})
+        schema = schema.with_metadata(merged)
     path = Path(path)
     with atomic_path(path) as tmp:
         writer = None
