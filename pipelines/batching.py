@@ -231,6 +231,12 @@ def batch_rows(source: "pa.Table | Parts", start: int, stop: int) -> pa.Table:
 @task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2, retry_condition_fn=worth_retrying)
 def run_batch(step: Callable[[pa.Table], pa.Table], batch: "pa.Table | Parts", part: str,
               rows: tuple[int, int] | None = None, key: str | None = None) -> dict:
+    """`write_batch` as a Prefect task."""
+    return write_batch(step, batch, part, rows, key)
+
+
+def write_batch(step: Callable[[pa.Table], pa.Table], batch: "pa.Table | Parts", part: str,
+                rows: tuple[int, int] | None = None, key: str | None = None) -> dict:
     """Run one stage over one batch and write its part; returns the batch's counts, not its rows.
 
     `batch`: the batch's rows, or `Parts` with `rows=(start, stop)`: the task reads its rows itself, so nothing
@@ -256,34 +262,43 @@ def map_batches(
     runner: Runner,
     resources: Resources = CPU_TASK,
     keys: Sequence[str] | None = None,
+    holds_model: bool = False,
 ) -> Parts:
     """Submit one task per batch not yet done through `runner` (each asking for `resources` on Ray), wait, and
     return the parts (in input order), not their rows.
 
     `table` in memory (an input just read) is sliced into the tasks; `Parts` (an earlier map's output) are read by
     each task itself, its batch's rows only. `keys`: per batch, the identities of the files it reads
-    (`yume_core.identity.batch_keys`): a part written from files since replaced is done again."""
+    (`yume_core.identity.batch_keys`): a part written from files since replaced is done again. `holds_model`: the
+    step loads a model and keeps it per process; on Ray its batches then go to restartable actors that keep it
+    loaded (`pipelines.ray_actors`) instead of tasks, which Ray would give a fresh process each."""
     plan = BatchPlan(Path(parts_dir), batch_size, table.num_rows)
     plan.parts_dir.mkdir(parents=True, exist_ok=True)
     key = (lambda i: keys[i]) if keys is not None else (lambda i: None)
     todo = [i for i in range(plan.num_batches) if not plan.done(i, key(i))]
 
-    def submit(i: int):
+    def batch(i: int) -> dict:
+        """Batch i's arguments of `write_batch`, less the step."""
         start, stop = i * batch_size, min((i + 1) * batch_size, table.num_rows)
         if isinstance(table, Parts):
-            params = {"step": step, "batch": table, "part": str(plan.part(i)), "rows": (start, stop),
-                      "key": key(i)}
-        else:
-            params = {"step": step, "batch": table.slice(start, stop - start), "part": str(plan.part(i)),
-                      "key": key(i)}
-        return runner.submit(run_batch, params, f"{name}-{i:05d}", resources)
+            return {"batch": table, "part": str(plan.part(i)), "rows": (start, stop), "key": key(i)}
+        return {"batch": table.slice(start, stop - start), "part": str(plan.part(i)), "key": key(i)}
 
-    futures = [submit(i) for i in todo]
     skipped = plan.num_batches - len(todo)
+    if todo:
+        runner.require(resources, name)  # on Ray: stops before the progress bar when no node can take a batch
     with tqdm(total=plan.num_batches, initial=skipped, desc=name, unit="batch", leave=False) as bar:
-        for fut in as_completed(futures):
-            fut.result()  # re-raise a batch's crash here, after its retries
-            bar.update(1)
+        if holds_model and runner.on_ray:
+            from pipelines.ray_actors import run_on_actors
+
+            jobs = [(f"{name}-{i:05d}", batch(i)) for i in todo]
+            run_on_actors(step, jobs, runner, resources, name, on_done=lambda: bar.update(1))
+        else:
+            futures = [runner.submit(run_batch, {"step": step, **batch(i)}, f"{name}-{i:05d}", resources)
+                       for i in todo]
+            for fut in as_completed(futures):
+                fut.result()  # re-raise a batch's crash here, after its retries
+                bar.update(1)
     return plan_parts(plan, table)
 
 

@@ -77,7 +77,8 @@ def caption_gpus(config: CaptionConfig) -> float:
 def caption_step(table: pa.Table | Parts, out: Path, config: CaptionConfig, batch_size: int,
                  runner: Runner) -> Parts:
     """Map the captioning stage over `table` in resumable batches on `runner` (also inside the real-world flow).
-    Given `Parts`, each task reads its own batch from them; the captioned parts are returned, not their rows."""
+    Given `Parts`, each task reads its own batch from them; the captioned parts are returned, not their rows. An
+    in-process model (vllm, transformers) runs on Ray's actors, loaded once per actor (`pipelines.ray_actors`)."""
     if config.backend == "openai":
         check_endpoints(config)
     settings = {k: v for k, v in to_dict(config).items()
@@ -86,7 +87,7 @@ def caption_step(table: pa.Table | Parts, out: Path, config: CaptionConfig, batc
     step = functools.partial(caption_batch, config=config, fail_fast=captioning_watch(config))
     resources = Resources(cpus=1, gpus=runner.gpus(caption_gpus(config)))
     return map_batches(step, table, out / "_work" / f"captions-{inputs}", batch_size, "captions", runner, resources,
-                       keys=_video_keys(table, batch_size))
+                       keys=_video_keys(table, batch_size), holds_model=config.backend != "openai")
 
 
 def _video_keys(table: pa.Table | Parts, batch_size: int) -> list[str] | None:

@@ -55,7 +55,9 @@ def main(debug: bool) -> None:
 @click.option("--config", type=click.Path(exists=True, dir_okay=False), help="YAML settings file.")
 @click.option("--batch-size", type=int, help="Rows per task (default 256).")
 @runner_options(workers="CPU count", gpus="for captioning, a vLLM engine's tensor-parallel size, 1 for a "
-                                          "transformers model, 0 for tiny-random or openai")
+                                          "transformers model, 0 for tiny-random or openai",
+                on_ray="the number of captioning actors, each holding its model (default: one per GPU share the "
+                       "model asks for, else one per node); the other tasks take the cluster's free CPUs")
 @quantize_options
 @click.option("--shard-max-count", type=int, help="Samples per shard at most.")
 @click.option("--shard-max-bytes", type=int, help="Bytes per shard at most.")
@@ -109,7 +111,9 @@ def real_world(csv_path, videos, trajectories, output, preset, config, batch_siz
 @click.option("--gpus-per-endpoint", type=int, help="GPUs behind each endpoint, for the cost projection (default 4).")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False), help="YAML settings file.")
 @runner_options(workers="1: the backend batches or keeps requests in flight itself",
-                gpus="a vLLM engine's tensor-parallel size, 1 for a transformers model, 0 for tiny-random or openai")
+                gpus="a vLLM engine's tensor-parallel size, 1 for a transformers model, 0 for tiny-random or openai",
+                on_ray="the number of actors of a vllm or transformers model, each holding it (default: one per GPU "
+                       "share the model asks for, else one per node)")
 def caption(manifest, output, backend, endpoints, model, concurrency, num_frames, prompt, max_tokens, batch_size,
             gpus_per_endpoint, config, task_runner, workers, ray_address, gpus_per_worker):
     """Event-focused re-captions (InternVL3 via vLLM or any OpenAI-compatible server), resumable per batch."""

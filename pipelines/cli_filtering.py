@@ -40,7 +40,9 @@ DIMENSIONS = ("subject_consistency", "background_consistency", "temporal_flicker
 @click.option("--vbench-python", help="vbench: the python of the environment VBench is installed in.")
 @click.option("--vbench-cache", type=click.Path(file_okay=False), help="vbench: VBENCH_CACHE_DIR (model weights).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Videos per task (default 256).")
-@runner_options(workers="1; one scorer each, at most one per GPU", gpus="1 on a cuda device, else 0")
+@runner_options(workers="1; one scorer each, at most one per GPU", gpus="1 on a cuda device, else 0",
+                on_ray="the number of scoring actors, one scorer each (default: one per GPU share it asks for, "
+                       "else one per node)")
 def filter_videos(manifest, output, preset, config, backend, dimensions, keep, keep_fraction, min_score, device,
                   dino_model, clip_model, aesthetic_model, aesthetic_head, max_frames, vbench_python, vbench_cache,
                   batch_size, task_runner, workers, ray_address, gpus_per_worker):

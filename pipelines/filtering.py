@@ -81,7 +81,8 @@ def run_filter(manifest: str, output: str, config: FilterFlowConfig) -> dict:
     with task_runner(config.runner) as runner:
         started = time.perf_counter()
         resources = Resources(cpus=1, gpus=runner.gpus(score_gpus(config.score)))
-        scored = map_batches(step, table, plan.parts_dir, config.batch_size, "score", runner, resources, keys=keys)
+        scored = map_batches(step, table, plan.parts_dir, config.batch_size, "score", runner, resources, keys=keys,
+                             holds_model=True)  # on Ray, actors keep the scorer (`pipelines.ray_actors`)
         seconds = time.perf_counter() - started
     ranked, cut = select_top(scored.columns(score_columns(scored.column_names)), config.top)
     rows = _cut_rows(scored, ranked, source.parent, out)

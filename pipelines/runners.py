@@ -49,9 +49,11 @@ from yume_core.errors import InputError
 @dataclass(frozen=True)
 class RunnerConfig:
     kind: str = "threads"  # threads | processes | ray
-    workers: int = 0  # threads, processes: tasks at once (0: one per CPU core); ray: synthesis actors (0: per GPU)
+    workers: int = 0  # threads, processes: tasks at once (0: one per CPU core); ray: actors of a model stage
+    #                   (0: one per GPU the cluster has for them, one per node for a model on CPUs)
     ray_address: str | None = None  # e.g. "auto", "10.0.0.1:6379" or "ray://head:10001"; None starts a local Ray
-    gpus_per_worker: float | None = None  # ray: GPUs a GPU task (or synthesis actor) asks for; None: from the model
+    gpus_per_worker: float | None = None  # ray: GPUs a GPU task (or model actor) asks for; None: from the model
+    actor_wait: float = 600.0  # ray: seconds a model stage may go without a live actor (its node lost, none free)
 
 
 @dataclass(frozen=True)
@@ -166,12 +168,24 @@ class Runner:
 
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         if not any(n.get("CPU", 0) >= resources.cpus and n.get("GPU", 0) >= resources.gpus for n in nodes):
-            have = "; ".join(sorted(f"{n.get('CPU', 0):g} CPU, {n.get('GPU', 0):g} GPU" for n in nodes)) or "none alive"
             raise ConfigError(
                 f"{what} asks Ray for {resources.cpus:g} CPU and {resources.gpus:g} GPU per worker, but no node of the "
-                f"cluster at {self.config.ray_address or 'this machine'} has them (nodes: {have}); add such nodes "
+                f"cluster at {self.where} has them (nodes: {live_nodes()}); add such nodes "
                 "or set gpus_per_worker (--gpus-per-worker) to what a node has")
         self._checked.add(resources)
+
+    @property
+    def where(self) -> str:
+        """The cluster, as messages name it."""
+        return self.config.ray_address or "this machine"
+
+
+def live_nodes() -> str:
+    """What each live node of the connected Ray cluster has, for messages: "1 CPU, 0 GPU; 2 CPU, 1 GPU"."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    return "; ".join(sorted(f"{n.get('CPU', 0):g} CPU, {n.get('GPU', 0):g} GPU" for n in nodes)) or "none alive"
 
 
 def task_paths(cfg: RunnerConfig, *paths: str | None) -> tuple[str | None, ...]:

@@ -14,8 +14,8 @@ Where batches run:
   SLURM_PROCID/SLURM_NTASKS; LOCAL_RANK/SLURM_LOCALID picks the GPU). Rank r runs batches r, r+W, ...; whichever
   rank finds every part written merges them (ranks may finish in any order; a rank that finishes early says how
   many batches are still out and exits).
-- a Ray cluster: `ray` runner, one actor per GPU (`synthesis.ray_workers`), each asking Ray for `gpus_per_worker`
-  GPUs (default one; none for a tiny model or a CPU device).
+- a Ray cluster: `ray` runner, one actor per GPU (`pipelines.ray_actors`), each asking Ray for `gpus_per_worker`
+  GPUs (default one; none for a tiny model or a CPU device); an actor lost with its node restarts on another.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from pipelines.batching import BatchPlan, fingerprint, read_parts, run_batch
 from pipelines.flows import StageFlow
+from pipelines.ray_actors import run_on_actors
 from pipelines.reporting import report
 from pipelines.runners import Resources, Runner, RunnerConfig, task_paths, task_runner
 from synthesis.generate import (
@@ -144,21 +145,22 @@ def run_synthesis(prompts: str, output: str, config: SynthFlowConfig, rank: int 
 
 def _run_batches(table: pa.Table, plan: BatchPlan, todo: list[int], out: Path, config: SynthFlowConfig,
                  runner: Runner) -> None:
-    """Batches as tasks on a local runner; on Ray, on actors (they keep their pipeline loaded between batches,
-    where Ray would start a fresh process, and load the model again, for every GPU task)."""
-    batches = [(table.slice(i * plan.batch_size, plan.batch_size), str(plan.part(i))) for i in todo]
-    watch = synthesis_watch(config.synth)  # one for the run: its first videos, whichever batches they are in
-    if runner.on_ray:
-        from synthesis.ray_workers import run_on_ray
-
-        gpus = runner.gpus(synth_gpus(config.synth))
-        runner.require(Resources(cpus=1, gpus=gpus), "synthesis")
-        run_on_ray(batches, config.synth, str(out), config.runner.workers, gpus, config.runner.ray_address, watch)
-        return
+    """Batches as tasks on a local runner; on Ray, on restartable actors (`pipelines.ray_actors`: they keep their
+    pipeline loaded between batches, where Ray would start a fresh process, and load the model again, for every GPU
+    task, and a batch whose actor's node is lost is redone on another)."""
+    batches = [{"batch": table.slice(i * plan.batch_size, plan.batch_size), "part": str(plan.part(i))} for i in todo]
+    watch = synthesis_watch(config.synth)  # one for the run (on Ray: one per actor), its first videos
     step = functools.partial(generate_table, config=config.synth, out_dir=str(out), fail_fast=watch)
-    futures = [runner.submit(run_batch, {"step": step, "batch": batch, "part": part}, f"synth-{i:05d}")
-               for i, (batch, part) in zip(todo, batches)]
-    with tqdm(total=len(futures), desc="synthesis", unit="batch", leave=False) as bar:
+    resources = Resources(cpus=1, gpus=runner.gpus(synth_gpus(config.synth)))
+    if batches:
+        runner.require(resources, "synthesis")  # on Ray: stops before the progress bar when no node can take one
+    with tqdm(total=len(batches), desc="synthesis", unit="batch", leave=False) as bar:
+        if runner.on_ray:
+            jobs = [(f"synth-{i:05d}", batch) for i, batch in zip(todo, batches)]
+            run_on_actors(step, jobs, runner, resources, "synthesis", on_done=lambda: bar.update(1))
+            return
+        futures = [runner.submit(run_batch, {"step": step, **batch}, f"synth-{i:05d}")
+                   for i, batch in zip(todo, batches)]
         for fut in as_completed(futures):
             fut.result()
             bar.update(1)

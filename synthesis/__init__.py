@@ -39,7 +39,6 @@ from synthesis.models import (
 )
 from synthesis.planning import SynthPlan, calibrate, format_plan, plan_synthesis
 from synthesis.presets import available_presets, load_preset, synth_config
-from synthesis.ray_workers import run_on_ray
 from synthesis.select import SelectConfig, format_report, select_prompts, select_prompts_csv, write_selection
 from synthesis.select_csv import OpenVidFormatError, read_openvid_csv
 from synthesis.tiny_wan import TINY_KINDS, build_tiny_wan, tiny_wan_dir
@@ -92,7 +91,6 @@ __all__ = [
     "read_openvid_csv",
     "read_prompts",
     "resolve_rank",
-    "run_on_ray",
     "select_prompts",
     "select_prompts_csv",
     "synth_config",

@@ -63,3 +63,22 @@ def test_large_manifests_get_bounded_row_groups_and_read_back_whole(tmp_path, mo
     single = Parts.of_files([tmp_path / "m.parquet"])  # one file, read by row group
     assert single.read_range(3, 10).to_pylist() == whole.slice(3, 7).to_pylist()
     assert sum(t.num_rows for t in single.iter_tables(["status"])) == 17
+
+
+
+def test_a_batch_key_sits_beside_its_part_and_not_in_it(tmp_path):
+    """Parts remember the identities (mtimes) of the files their batch read, to resume; the part itself, and the
+    manifest merged from parts, must not hold them, or the same rows from regenerated inputs would be other bytes."""
+    digests = []
+    for key in ("1234:111", "1234:222"):  # the same file at two modification times
+        folder = tmp_path / key.replace(":", "-")
+        folder.mkdir()
+        part = folder / "part-00000.parquet"
+        batching.write_batch(lambda t: t, _table(4), str(part), key=key)
+        plan = batching.BatchPlan(folder, 4, 4)
+        assert plan.done(0, key) and not plan.done(0, "1234:333") and plan.done(0)
+        parts = Parts.of_files([part])
+        write_parts(parts, folder / "manifest.parquet", parts.schema, {"k": "v"})
+        digests.append((hashlib.sha256(part.read_bytes()).hexdigest(),
+                        hashlib.sha256((folder / "manifest.parquet").read_bytes()).hexdigest()))
+    assert digests[0] == digests[1]

@@ -4,80 +4,18 @@ threads. Tasks run in the cluster's worker processes (not in the test's), so thi
 everything a task is handed is pickled over, and each task asks the cluster for CPUs and GPUs."""
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from prefect_processes import free_port  # noqa: E402  (tests/ is on the path)
+from ray_cluster import Cluster  # noqa: E402  (tests/ is on the path)
 from yume_core.config import from_dict
 from yume_core.sample_data import make_sekai_sample
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("prefect_ray")
-
-RAY = str(Path(sys.executable).with_name("ray"))
-TIMEOUT = 120
-
-
-class Cluster:
-    """Ray nodes started with the `ray start` CLI, each in a process group of its own, so that stopping them ends
-    exactly the processes they started (`ray stop` would end every Ray process of the user on this machine)."""
-
-    def __init__(self):
-        # short: Ray puts unix sockets under it, whose paths may not exceed 107 bytes
-        self.temp = tempfile.mkdtemp(prefix="yr-", dir="/tmp")
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.groups: list[int] = []
-
-    def start_node(self, *args: str) -> None:
-        common = ["--node-ip-address", "127.0.0.1", "--disable-usage-stats", "--temp-dir", self.temp,
-                  "--dashboard-agent-listen-port", str(free_port()), "--metrics-export-port", str(free_port())]
-        proc = subprocess.Popen([RAY, "start", *args, *common], start_new_session=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.groups.append(proc.pid)
-        out, _ = proc.communicate(timeout=TIMEOUT)
-        assert proc.returncode == 0, out[-3000:]
-
-    def start(self) -> "Cluster":
-        self.start_node("--head", "--port", str(self.port), "--num-cpus", "2", "--num-gpus", "0",
-                        "--include-dashboard", "false", "--dashboard-port", str(free_port()),
-                        "--ray-client-server-port", str(free_port()))
-        self.start_node("--address", self.address, "--num-cpus", "1", "--num-gpus", "0")
-        return self
-
-    def stop(self) -> None:
-        # gcs_server and raylet linger after SIGTERM, so SIGKILL follows soon, as `ray stop --force` sends
-        for sig, wait in ((signal.SIGTERM, 2), (signal.SIGKILL, 5)):
-            for group in self.groups:
-                try:
-                    os.killpg(group, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.time() + wait
-            while time.time() < deadline and self.alive():
-                time.sleep(0.2)
-        shutil.rmtree(self.temp, ignore_errors=True)
-
-    def alive(self) -> list[int]:
-        """Processes left in the nodes' groups (zombies excepted: their parent reaps them)."""
-        left = []
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2:].split()
-            if fields[0] != "Z" and int(fields[2]) in self.groups:
-                left.append(int(pid))
-        return left
 
 
 @pytest.fixture(scope="module")
@@ -124,9 +62,12 @@ def test_real_world_with_captions_on_the_cluster_writes_what_threads_write(clust
         counts[kind] = {k: summary[k] for k in ("in", "ok", "dropped", "failed", "by_reason")}
     assert counts["ray"] == counts["threads"] and counts["ray"]["in"] == 5
     same_files(outs["threads"], outs["ray"], SHARD_FILES)
-    assert sorted(task_runs_of_the_last_flow_run()) == sorted(
-        [f"{step}-{i:05d}" for step in ("clips", "captions") for i in range(3)]
-        + [f"shard-{i:06d}" for i in range(2)])
+    # captioning ran on actors (`pipelines.ray_actors`), not as task runs
+    expected = sorted([f"clips-{i:05d}" for i in range(3)] + [f"shard-{i:06d}" for i in range(2)])
+    deadline = time.monotonic() + 90  # a task run's last state reaches the API as an event, a moment after the flow (longer on a loaded machine)
+    while (found := sorted(task_runs_of_the_last_flow_run())) != expected and time.monotonic() < deadline:
+        time.sleep(1)
+    assert found == expected
 
 
 def task_runs_of_the_last_flow_run() -> list[str]:
