@@ -2,7 +2,6 @@
 set-wide dedup and balance, and the draft-events command end to end (loopback server; tiny-random offline)."""
 
 import json
-import os
 
 import numpy as np
 import pyarrow as pa

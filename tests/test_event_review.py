@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from filtering.review import make_review, make_text_review, read_decisions, read_text_edits
+from filtering.review import make_review, read_decisions, read_text_edits
 from pipelines.event_review import apply_event_review, make_event_review
 from synthesis.events import read_event_set
 

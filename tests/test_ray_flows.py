@@ -64,7 +64,7 @@ def test_real_world_with_captions_on_the_cluster_writes_what_threads_write(clust
     same_files(outs["threads"], outs["ray"], SHARD_FILES)
     # captioning ran on actors (`pipelines.ray_actors`), not as task runs
     expected = sorted([f"clips-{i:05d}" for i in range(3)] + [f"shard-{i:06d}" for i in range(2)])
-    deadline = time.monotonic() + 90  # a task run's last state reaches the API as an event, a moment after the flow (longer on a loaded machine)
+    deadline = time.monotonic() + 90  # a task run's last state reaches the API as an event, after the flow
     while (found := sorted(task_runs_of_the_last_flow_run())) != expected and time.monotonic() < deadline:
         time.sleep(1)
     assert found == expected
