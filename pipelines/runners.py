@@ -10,7 +10,8 @@ stages one CPU per task (probing and shard writing mostly wait on files), GPU st
 which each stage derives from its model and device settings (a vLLM engine: its tensor-parallel size; a Wan worker
 or a VBench scorer on CUDA: one; a tiny model or a CPU device: none) unless `gpus_per_worker` says otherwise. A task
 no live node can hold fails the run at once with one line, where Ray would otherwise queue it forever. Local
-runners have nothing to ask: `workers` bounds them.
+runners have nothing to ask: `workers` bounds them. Stages that hold a model (synthesis, in-process captioning,
+scoring) run on Ray as restartable actors instead of tasks (`pipelines.ray_actors`, bounded by `actor_wait`).
 
 The environment of Ray workers is their node's, not the flow's; they are given what the flow's process decides:
 - the Prefect API of the flow run, which their task runs report to: a Prefect server's (PREFECT_API_URL), or in

@@ -205,3 +205,25 @@ def test_a_stage_error_on_an_actor_ends_the_command_as_it_does_on_threads(cluste
     line = result.output.strip().splitlines()[-1]
     assert line.startswith("error: stopped: the first 2 videos scored all failed with "), line
     assert len(loads(cluster, "scoring")) == 1  # one actor, no restart
+
+
+def test_a_batch_that_kills_its_actor_every_time_stops_the_run_after_three_losses(cluster, tmp_path):
+    """A process that dies on a batch is restarted and the batch redone, but not forever: a batch that kills every
+    actor it is given (out of memory, a crash in native code) stops the run, naming the batch."""
+    import ray
+
+    from pipelines.ray_actors import MAX_LOSSES, run_on_actors
+    from pipelines.runners import Resources, Runner, RunnerConfig
+
+    def crash(batch):  # local, so pickled by value: the cluster's workers cannot import this test module
+        os._exit(1)
+
+    runner = Runner(RunnerConfig(kind="ray", ray_address=cluster.address, workers=1), None)
+    job = ("crash-00000", {"batch": pa.table({"x": [1]}), "part": str(tmp_path / "part-00000.parquet")})
+    ray.init(address=cluster.address, logging_level="ERROR")
+    try:
+        with pytest.raises(RuntimeError, match=f"test: batch crash-00000 lost its actor {MAX_LOSSES} times"):
+            run_on_actors(crash, [job], runner, Resources(cpus=1), "test")
+    finally:
+        ray.shutdown()
+    assert not (tmp_path / "part-00000.parquet").exists()
