@@ -63,6 +63,36 @@ def test_a_dropped_connection_past_the_retries_is_one_error_too(s3_endpoint, s3_
     assert "check the endpoint (AWS_ENDPOINT_URL / --storage-options) and the network" in str(caught.value)
 
 
+def test_a_ranged_read_that_keeps_failing_is_one_error_whoever_reads(s3_endpoint, s3_bucket, monkeypatch):
+    """The object opens (its HEAD is answered), then every GET of its bytes is throttled: pyarrow reading a parquet
+    and tarfile reading a member get StorageError naming the object, not the store's OSError."""
+    import io
+    import tarfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table, member = io.BytesIO(), io.BytesIO()
+    pq.write_table(pa.table({"a": [1, 2, 3]}), table)
+    with tarfile.open(fileobj=member, mode="w") as tar:
+        info = tarfile.TarInfo("x.json")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"{}"))
+    for name, data in (("t.parquet", table.getvalue()), ("t.tar", member.getvalue())):
+        remote.filesystem(f"{s3_bucket}/in/{name}")[0].pipe(f"{s3_bucket[5:]}/in/{name}", data)
+    with FaultyProxy(s3_endpoint, r"^GET .*/in/t\.", slow_down=1.0) as proxy:
+        _through(proxy, monkeypatch)
+        for name, read in (("t.parquet", pq.read_table), ("t.tar", lambda f: tarfile.open(fileobj=f).getnames())):
+            url = f"{s3_bucket}/in/{name}"
+            with remote.open_input(url) as f, pytest.raises(remote.StorageError) as caught:
+                read(f)
+            assert (caught.value.url, caught.value.code) == (url, "SlowDown"), caught.value
+        assert proxy.faults
+        proxy.healthy()
+        with remote.open_input(f"{s3_bucket}/in/t.parquet") as f:
+            assert pq.read_table(f)["a"].to_pylist() == [1, 2, 3]
+
+
 def test_s3_requests_are_retried_in_botocores_adaptive_mode_unless_the_user_chose(monkeypatch):
     for name in remote.AWS_RETRY_ENV:
         monkeypatch.delenv(name, raising=False)

@@ -257,12 +257,41 @@ def list_files(folder: str, suffix: str = "") -> list[str]:
 
 def open_input(path: str, mode: str = "rb") -> IO:
     """A file object for a local path or a URL; a remote one reads by ranges (seekable), so a reader that needs
-    a header or one member reads only that."""
+    a header or one member reads only that. Its reads fail as StorageError naming the URL, whoever reads it
+    (pyarrow, tarfile, PyAV): a store that fails for good mid-file is one line, not a reader's traceback."""
     if is_url(path):
         fs, p = filesystem(path)
         with reported(path):
-            return fs.open(p, mode)
+            return _ReportedReads(fs.open(p, mode), path)
     return open(path, mode)
+
+
+class _ReportedReads:
+    """A remote file whose requests (made by `read`, `readinto`, `readline` and friends) run under `reported`;
+    everything else is the file's own."""
+
+    def __init__(self, f, url: str):
+        self._f, self._url = f, url
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._f, name)
+        if name not in ("read", "read1", "readinto", "readinto1", "readline", "readlines", "seek"):
+            return attr
+
+        def call(*args, **kwargs):
+            with reported(self._url):
+                return attr(*args, **kwargs)
+
+        return call
+
+    def __iter__(self):
+        return iter(self.readline, b"" if "b" in getattr(self._f, "mode", "rb") else "")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._f.close()
 
 
 def read_bytes(path: str) -> bytes:
