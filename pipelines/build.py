@@ -59,7 +59,7 @@ def plan(out: Path, cfg: BuildConfig) -> tuple[BuildContext, list[Step]]:
         raise InputError(out, "the build has no sets", "name at least one under `sets:` (or use --preset demo)")
     layout = Layout(out)
     wants = any(getattr(s.inputs, "generate", False) for s in cfg.sets)
-    ctx = BuildContext(layout, _generated_inputs(layout, cfg) if wants else {})
+    ctx = BuildContext(layout, _generated_inputs(layout, cfg) if wants else {}, cfg.base)
     steps: list[Step] = []
     for s in cfg.sets:
         s.recipe.resolved_inputs(s, ctx)
@@ -170,11 +170,12 @@ def _record(ctx: BuildContext, cfg: BuildConfig, preset: str | None, built_at: s
 
 
 @flow(name="build")
-def build_flow(output: str, config: dict | None = None, preset: str | None = None) -> dict:
+def build_flow(output: str, config: dict | None = None, preset: str | None = None, base: str | None = None) -> dict:
     """`preset` then `config` on top (as `yume-data build --preset P --config FILE`), so a deployment's parameters
-    mean what the command's options do."""
-    return run_build(output, build_config(preset, config), preset)
+    mean what the command's options do; `base`: the folder relative inputs are in (the config file's; default the
+    working directory)."""
+    return run_build(output, build_config(preset, config, base), preset)
 
 
 def run_build_flow(output: str | Path, cfg: BuildConfig, preset: str | None = None) -> dict:
-    return build_flow(str(output), dict(cfg.given), cfg.preset if preset is None else preset)
+    return build_flow(str(output), dict(cfg.given), cfg.preset if preset is None else preset, cfg.base)

@@ -12,11 +12,15 @@
 
 A preset (`pipelines/build_presets/<name>.yaml`) is such a config; a user's file goes on top of it: a set named
 again is deep-merged, a new name adds a set, `<name>: null` removes one. Everything is typed and checked here,
-before any work, and an unknown key fails naming its path (`sets.drone.inputs.csvv`).
+before any work, and an unknown key fails naming its path (`sets.drone.inputs.csvv`). A relative path under
+`inputs:` is relative to the config file's folder (the build's `base`), so a config means the same files from
+any working directory, and samples record such inputs relative to it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,23 +49,27 @@ class BuildConfig:
     settings: Mapping[str, Any] = field(default_factory=dict)  # preset and settings merged (the record's)
     preset: str | None = None
     given: Mapping[str, Any] = field(default_factory=dict)  # the settings on top of the preset (a flow's parameter)
+    base: str = ""  # the config file's folder, else the working directory: relative inputs are read from it
 
     def set(self, name: str) -> BuildSet:
         return next(s for s in self.sets if s.name == name)
 
 
-def build_config(preset: str | None, settings: Mapping[str, Any] | None = None) -> BuildConfig:
-    """A build preset (`demo`, `yume15` or a YAML path), then `settings` (a config file + flags) on top."""
-    base = load_preset(BUILD_PRESETS, preset, "build preset") if preset else {}
-    data = merge_settings(base, dict(settings or {}))
+def build_config(preset: str | None, settings: Mapping[str, Any] | None = None,
+                 base: str | None = None) -> BuildConfig:
+    """A build preset (`demo`, `yume15` or a YAML path), then `settings` (a config file + flags) on top; `base`:
+    the config file's folder (default: the working directory)."""
+    start = load_preset(BUILD_PRESETS, preset, "build preset") if preset else {}
+    data = merge_settings(start, dict(settings or {}))
     unknown = sorted(set(data) - {"sets", "generate", "build_time"})
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)} in the build config; known: build_time, "
                           "generate, sets (the stage sections of the earlier layout now sit in each set: see the "
                           "README's \"sets\" mapping)")
-    sets = tuple(typed_set(name, spec) for name, spec in (data.get("sets") or {}).items())
+    base = os.path.abspath(base or os.getcwd())
+    sets = tuple(typed_set(name, spec, base) for name, spec in (data.get("sets") or {}).items())
     return BuildConfig(sets, from_dict(GenerateConfig, data.get("generate"), "generate"), data.get("build_time"),
-                       data, preset, dict(settings or {}))
+                       data, preset, dict(settings or {}), base)
 
 
 def merge_settings(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict:
@@ -78,7 +86,8 @@ def merge_settings(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict
     return out
 
 
-def typed_set(name: str, spec: Mapping[str, Any] | None) -> BuildSet:
+def typed_set(name: str, spec: Mapping[str, Any] | None, base: str | None = None) -> BuildSet:
+    """One set of the config, typed and checked; its relative input paths joined to `base`."""
     where = f"sets.{name}"
     try:
         check_set_name(name, where)
@@ -100,9 +109,17 @@ def typed_set(name: str, spec: Mapping[str, Any] | None) -> BuildSet:
     weight = spec.get("weight", 1.0)
     if not isinstance(weight, (int, float)) or weight < 0:
         raise ConfigError(f"{where}.weight: {weight!r}; a weight is a number >= 0 (the set's share of samples)")
-    return BuildSet(name, r, from_dict(r.inputs, spec.get("inputs"), f"{where}.inputs"),
+    inputs = from_dict(r.inputs, spec.get("inputs"), f"{where}.inputs")
+    return BuildSet(name, r, based(inputs, base) if base else inputs,
                     {key: section.build(spec.get(key), f"{where}.{key}") for key, section in sections.items()},
                     tasks, float(weight))
+
+
+def based(inputs, base: str):
+    """`inputs` with each relative local path joined to `base` (URLs and absolute paths as they are)."""
+    moved = {f.name: os.path.normpath(os.path.join(base, v)) for f in dataclasses.fields(inputs)
+             if isinstance(v := getattr(inputs, f.name), str) and v and "://" not in v and not os.path.isabs(v)}
+    return dataclasses.replace(inputs, **moved)
 
 
 def set_settings(s: BuildSet) -> dict:

@@ -69,4 +69,5 @@ def run_build_command(output, preset, config, decisions=None, accept_all=False, 
     flags = cli_overrides(data, preset, runner if runner and any(v is not None for v in runner.values()) else None,
                           screening, tasks, text_review)
     settings = merge_settings(data, {"build_time": build_time, **flags})
-    return run_build_flow(output, build_config(preset, settings), preset)
+    base = str(Path(config).resolve().parent) if config else None
+    return run_build_flow(output, build_config(preset, settings, base), preset)

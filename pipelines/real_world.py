@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,16 +132,18 @@ def attached_parts(manifest: Parts, groups: list[np.ndarray], shards_dir: Path,
 
 def run_real_world(csv: str, videos: str, trajectories: str, output: str, config: RealWorldConfig,
                    shards_dir: str | None = None, set_name: str = "real_world", tasks: list[str] | None = None,
-                   root: str | None = None) -> dict:
+                   roots: list[str] | None = None) -> dict:
     """The flow body; `real_world_flow` wraps it so Prefect records the run. `shards_dir`: where the set's shards
-    go (default `<output>/shards`; `yume-data build` puts them in the set folder, names the set and its tasks, and
-    records source paths relative to the build folder, `root`)."""
+    go (default `<output>/shards`; `yume-data build` puts them in the set folder and names the set and its tasks).
+    `roots`: folders that source paths are recorded relative to (`SampleSpec.roots`): the build folder and the
+    config file's, or for the command the output folder and the working directory."""
     started = time.perf_counter()
     csv, videos, trajectories, output, shards_dir = task_paths(config.runner, csv, videos, trajectories, output,
                                                                shards_dir)
     output = open_output(output)  # a URL: its local staging folder, mirrored to the bucket as files are finished
     shards_dir = open_output(shards_dir) if shards_dir else None
     out = Path(output)
+    roots = [output, os.getcwd()] if roots is None else roots
     table = read_sekai_csv(csv, videos, trajectories, allow_outside_root=config.allow_outside_root)
     # what decides a batch's output: its rows, where their files are, the settings that change results, and (per
     # batch) what those files are: a video or trajectory replaced under the same name redoes its batch alone
@@ -153,7 +156,7 @@ def run_real_world(csv: str, videos: str, trajectories: str, output: str, config
     provenance = {
         "pipeline": f"yume-data {__version__}",
         "flow": "real-world",
-        "csv": csv if is_url(csv) else recorded_path(str(Path(csv).resolve()), root),
+        "csv": csv if is_url(csv) else recorded_path(str(Path(csv).resolve()), roots),
         "actions": config.actions.recorded(),
     }
     shards_path = Path(shards_dir) if shards_dir else out / "shards"
@@ -165,7 +168,7 @@ def run_real_world(csv: str, videos: str, trajectories: str, output: str, config
             from pipelines.captioning import caption_step
 
             manifest = caption_step(manifest, out, config.caption, config.batch_size, runner)
-        spec = real_world_spec(tasks, set_name, root)
+        spec = real_world_spec(tasks, set_name, roots)
         groups = write_all_shards(manifest, shards_path, config.shards, provenance, runner, spec)
     path = write_parts(attached_parts(manifest, groups, shards_path, config.shards), out / "manifest.parquet",
                        manifest.schema, {"yume_data": json.dumps(provenance)})
@@ -201,15 +204,16 @@ REAL_WORLD = StageFlow("real-world", RealWorldConfig, load_real_world_preset, _c
 @flow(name="real-world")
 def real_world_flow(csv: str, videos: str, trajectories: str, output: str, config: dict | None = None,
                     shards_dir: str | None = None, preset: str | None = None, set_name: str = "real_world",
-                    tasks: list[str] | None = None, root: str | None = None) -> dict:
+                    tasks: list[str] | None = None, roots: list[str] | None = None) -> dict:
     """`preset` then `config` on top, as `yume-data real-world --preset P --config FILE` (`pipelines.flows`)."""
     return run_real_world(csv, videos, trajectories, output, REAL_WORLD.config(preset, config), shards_dir,
-                          set_name, tasks, root)
+                          set_name, tasks, roots)
 
 
 def run_flow(csv: str, videos: str, trajectories: str, output: str, config: RealWorldConfig, **kwargs) -> dict:
-    """The flow, after the checks that need no Prefect run (`shards_dir`, `set_name`, `tasks`, `root` as the
+    """The flow, after the checks that need no Prefect run (`shards_dir`, `set_name`, `tasks`, `roots` as the
     flow takes them)."""
-    if kwargs.get("tasks"):
-        kwargs["tasks"] = list(kwargs["tasks"])
+    for key in ("tasks", "roots"):
+        if kwargs.get(key):
+            kwargs[key] = list(kwargs[key])
     return REAL_WORLD.launch(real_world_flow, csv, videos, trajectories, output, config=config, **kwargs)

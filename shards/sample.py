@@ -37,7 +37,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Mapping
+from typing import Any, BinaryIO, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -54,8 +54,10 @@ REQUIRED_JSON_FIELDS = (
     "clip_id", "source", "fps", "frames", "width", "height", "captions", "actions", "metrics", "meta", "provenance",
 )
 # Manifest columns a sample is made of (plus every caption_*/prompt_* column): what a shard's fingerprint covers.
+# A video is there by path, size and sha256, not mtime: the same inputs copied elsewhere (another staging folder, a
+# regenerated demo input) resume, and a replaced file has another sha256 once its batch is probed again.
 SAMPLE_COLUMNS = (
-    "clip_id", "source", "csv_row", "video_path", "camera_path", "video_bytes", "video_mtime_ns", "video_sha256",
+    "clip_id", "source", "csv_row", "video_path", "camera_path", "video_bytes", "video_sha256",
     "video_fps", "video_frames",
     "width", "height", "num_poses", "caption", "stride", "keys", "mouse", "segments", "chunks", "trajectory_flags",
     *META_FIELDS, *METRIC_FIELDS,
@@ -78,27 +80,33 @@ class SampleSpec:
     build: Callable[..., dict]
     covers: Callable[[str], bool]
     settings: Mapping[str, Any] = field(default_factory=dict)
-    # Source paths under `root` (a build's output folder) are recorded relative to it, so the same inputs built
-    # into another folder, or on another machine, give the same bytes. Where the folder lies is not part of what a
-    # sample is made of, so it stays out of the fingerprint.
-    root: str | None = None
+    # Source paths under one of `roots` (a build's output folder, then the folder its config file is in) are
+    # recorded relative to the first that holds them, so the same inputs built into another folder, from another
+    # staging folder or on another machine give the same bytes. Where the folders lie is not part of what a sample
+    # is made of, so they stay out of the fingerprint.
+    roots: tuple[str, ...] = ()
 
     def fingerprint_settings(self) -> dict:
         return {"schema_version": SCHEMA_VERSION, "set": self.set_name, "tasks": list(self.tasks),
                 **dict(self.settings)}
 
     def source(self, path: str | None) -> str | None:
-        """`path` as provenance records it: relative to `root` when it lies under it, else as given."""
-        return recorded_path(path, self.root)
+        """`path` as provenance records it: relative to the first of `roots` it lies under, else as given."""
+        return recorded_path(path, self.roots)
 
 
-def recorded_path(path: str | None, root: str | Path | None) -> str | None:
-    """A local `path` under `root` as a normalised relative POSIX path; anything else (a URL, a path elsewhere,
-    no root) as it is."""
-    if not path or root is None or "://" in path:
+def recorded_path(path: str | None, roots: Sequence[str | Path | None]) -> str | None:
+    """A local `path` under one of `roots` (the first that holds it) as a normalised relative POSIX path; anything
+    else (a URL, a path elsewhere) as it is."""
+    if not path or "://" in path:
         return path
-    rel = os.path.relpath(os.path.normpath(os.path.abspath(path)), os.path.abspath(root))
-    return path if rel == ".." or rel.startswith("../") else Path(rel).as_posix()
+    for root in roots:
+        if root is None:
+            continue
+        rel = os.path.relpath(os.path.normpath(os.path.abspath(path)), os.path.abspath(root))
+        if rel != ".." and not rel.startswith("../"):
+            return Path(rel).as_posix()
+    return path
 
 
 def now_iso() -> str:
@@ -374,11 +382,11 @@ def _real_world_column(name: str) -> bool:
     return name in SAMPLE_COLUMNS or name.startswith(CAPTION_PREFIXES)
 
 
-def real_world_spec(tasks=None, set_name: str = "real_world", root: str | None = None) -> SampleSpec:
+def real_world_spec(tasks=None, set_name: str = "real_world", roots: Sequence[str] = ()) -> SampleSpec:
     """Real-world clips: the manifest of the real-world flow, as set `set_name`; `tasks` defaults to Yume-1.5's
-    (T2V and I2V); `root`: see `SampleSpec.root`."""
+    (T2V and I2V); `roots`: see `SampleSpec.roots`."""
     tasks = check_tasks(tasks or DEFAULT_TASKS["real_world"], f"{set_name}.tasks")
-    return SampleSpec(set_name, tasks, make_sample, _real_world_column, root=root)
+    return SampleSpec(set_name, tasks, make_sample, _real_world_column, roots=tuple(roots))
 
 
 def build_sample(row: Mapping[str, Any], config: ShardConfig | None = None, provenance: Mapping | None = None) -> dict:

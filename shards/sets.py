@@ -22,7 +22,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -62,24 +62,24 @@ def _covers(name: str) -> bool:
 
 
 def set_spec(kind: str, tasks=None, screening: str | None = None, name: str | None = None,
-             root: str | None = None) -> SampleSpec:
+             roots: Sequence[str] = ()) -> SampleSpec:
     """How rows of a set of `kind` (real_world, synthetic, event: which manifest they come from and which fields
     their samples carry) become samples of the set `name` (default: the kind's own name). `tasks`: None for
     Yume-1.5's default of that kind. `screening`: the event set's screening policy as the caller ran it
-    (`decisions`, `accept_all`), recorded in every sample. `root`: see `SampleSpec.root`."""
+    (`decisions`, `accept_all`), recorded in every sample. `roots`: see `SampleSpec.roots`."""
     if kind not in KINDS:
         raise ValueError(f"unknown kind of set {kind!r}; kinds are {list(KINDS)}")
     name = check_set_name(name or kind)
     if kind == "real_world":
-        return real_world_spec(tasks, name, root)
+        return real_world_spec(tasks, name, roots)
     tasks = check_tasks(tasks or DEFAULT_TASKS[kind], f"{name}.tasks")
     if kind == "synthetic":
-        return SampleSpec(name, tasks, _synthetic_sample, _covers, root=root)
+        return SampleSpec(name, tasks, _synthetic_sample, _covers, roots=tuple(roots))
     if kind == "footage":
-        return SampleSpec(name, tasks, _footage_sample, _covers, root=root)
+        return SampleSpec(name, tasks, _footage_sample, _covers, roots=tuple(roots))
     if screening is not None and screening not in SCREENING_POLICIES:
         raise ValueError(f"screening policy {screening!r} is none of {list(SCREENING_POLICIES)}")
-    return SampleSpec(name, tasks, _event_sample, _covers, {"screening": screening}, root=root)
+    return SampleSpec(name, tasks, _event_sample, _covers, {"screening": screening}, roots=tuple(roots))
 
 
 # ------------------------------------------------------------------------------------------------ rows
@@ -251,7 +251,7 @@ def _event_sample(row: Mapping[str, Any], ctx: SampleContext, key: str, mp4=None
 def write_set_shards(manifest: pa.Table | str | Path, out_dir: str | Path, set_name: str,
                      config: ShardConfig | None = None, provenance: Mapping | None = None, tasks=None,
                      base_dir: str | Path | None = None, screening: str | None = None,
-                     skip_existing: bool = True, kind: str | None = None, root: str | None = None) -> pa.Table:
+                     skip_existing: bool = True, kind: str | None = None, roots: Sequence[str] = ()) -> pa.Table:
     """Write one set folder (shards, index, `.nv-meta/`) from its manifest; return the index.
 
     `manifest`: a table or a parquet path; relative video/image paths are resolved against `base_dir` (default:
@@ -262,7 +262,7 @@ def write_set_shards(manifest: pa.Table | str | Path, out_dir: str | Path, set_n
     if isinstance(manifest, (str, Path)):
         base_dir = Path(manifest).parent if base_dir is None else base_dir
         manifest = pq.read_table(manifest)
-    spec = set_spec(kind, tasks, screening, set_name, root)
+    spec = set_spec(kind, tasks, screening, set_name, roots)
     rows = set_rows(manifest, kind, base_dir, where)
     index = write_shards(rows, out_dir, config, provenance, skip_existing=skip_existing, spec=spec)
     prepare_energon(out_dir, set_name, index)

@@ -49,10 +49,15 @@ def index_part_path(out_dir: str | Path, i_or_name: int | str, config: ShardConf
 def _fingerprint(rows: pa.Table, ctx: SampleContext) -> str:
     """sha256 of what a shard's bytes are made of: the ok rows' sample columns, the shard settings (except
     `threads`), the caller's provenance (except `created`) and the set's sample settings (schema version, set,
-    tasks, ...). Source files are represented by path and size."""
+    tasks, ...). Source files are represented by path (as provenance records it, so a build moved elsewhere still
+    resumes) and size."""
     ok = rows.take(pa.array(ok_positions(rows)))
     cols = sorted(c for c in ok.column_names if ctx.spec.covers(c))
     table = ok.select(cols).replace_schema_metadata(None).combine_chunks()
+    for i, name in enumerate(cols):
+        if name.endswith("_path") and pa.types.is_string(table.schema.field(name).type):
+            recorded = pa.array([ctx.spec.source(p) for p in table[name].to_pylist()], pa.string())
+            table = table.set_column(i, name, recorded)
     settings = {k: v for k, v in ctx.shard_settings.items() if k != "threads"}
     prov = {k: v for k, v in ctx.provenance.items() if k != "created"}
     h = hashlib.sha256(json.dumps([settings, prov, ctx.spec.fingerprint_settings()], sort_keys=True,

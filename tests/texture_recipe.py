@@ -49,7 +49,7 @@ class Textures(Recipe):
                              "video_bytes": path.stat().st_size})
             shards.write_set_shards(pa.Table.from_pylist(rows), set_dir, s.name,
                                     shards.ShardConfig(max_count=s.sections["shards"].max_count), tasks=s.tasks,
-                                    kind=self.kind, root=str(ctx.layout.out))
+                                    kind=self.kind, roots=ctx.roots)
             return {}
 
         return [Step(f"{s.name}/textures", run, s.name, settings=[s.inputs.clips, s.sections["shards"].max_count],

@@ -60,6 +60,13 @@ class BuildContext:
 
     layout: Any  # pipelines.build_layout.Layout
     generated: Mapping[str, str] = field(default_factory=dict)  # sekai_csv, videos, trajectories, openvid_csv
+    base: str | None = None  # the config file's folder (relative inputs are read from it), else the working directory
+
+    @property
+    def roots(self) -> tuple[str, ...]:
+        """What samples record their source paths relative to (`shards.SampleSpec.roots`): the build folder, then
+        the config's folder."""
+        return tuple(str(p) for p in (self.layout.out, self.base) if p is not None)
 
 
 class Recipe:
@@ -107,7 +114,7 @@ def shards_step(s: BuildSet, ctx: BuildContext, source: str, manifest: Path, pro
     def write() -> dict:
         shards.write_set_shards(read_manifest(manifest), set_dir, s.name, s.sections["shards"],
                                 provenance={"flow": "build", "set": s.name, **(provenance or {})}, tasks=s.tasks,
-                                base_dir=manifest.parent, kind=s.recipe.kind, root=str(ctx.layout.out))
+                                base_dir=manifest.parent, kind=s.recipe.kind, roots=ctx.roots)
         return {}
 
     return Step(f"{s.name}/shards", write, s.name, reads=(source,),

@@ -283,7 +283,7 @@ class I2VEvent(Recipe):
             path = screened / "manifest.parquet"
             shards.write_set_shards(read_manifest(path), set_dir, name, cfg["shards"],
                                     provenance={"flow": "build", "set": name, "screening_policy": screening.policy},
-                                    tasks=s.tasks, base_dir=path.parent, kind=self.kind, root=str(layout.out))
+                                    tasks=s.tasks, base_dir=path.parent, kind=self.kind, roots=ctx.roots)
             return {}
 
         decisions = files_digest([screening.decisions]) if screening.decisions else None

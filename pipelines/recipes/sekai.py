@@ -62,7 +62,7 @@ class Sekai(Recipe):
 
         def run() -> dict:
             run_flow(inputs.csv, inputs.videos, inputs.trajectories, str(work), config, shards_dir=str(set_dir),
-                     set_name=s.name, tasks=s.tasks, root=str(layout.out))
+                     set_name=s.name, tasks=s.tasks, roots=ctx.roots)
             shards.prepare_energon(set_dir, s.name)
             return {}
 
