@@ -1,6 +1,7 @@
 """Whole flows with inputs and outputs in object storage (moto's S3 server on loopback): the real-world flow
 killed with SIGKILL mid-run and resumed into the bucket gives the bytes of an uninterrupted run, and a whole build
-written to `s3://` is read back there by `shards verify`, `mix info` and the trainer."""
+written to `s3://` is read back there by `shards verify`, `mix info` and the trainer, and built again into another
+prefix from another staging folder gives the same bytes."""
 
 from __future__ import annotations
 
@@ -36,12 +37,13 @@ def _cli(*args: str) -> list[str]:
 
 
 def _digests(url: str) -> dict[str, str]:
-    """sha256 of every tar, index part, marker and the index under `url` (what a resumed run must reproduce)."""
+    """sha256 of every tar, index part, marker, index and `.nv-meta/` file under `url` (what a resumed run must
+    reproduce)."""
     fs = fsspec.filesystem("s3")
     fs.invalidate_cache()
     keep = (".tar", ".done.json", "index.parquet")
     return {p[len(url) - 5:]: hashlib.sha256(fs.cat(p)).hexdigest() for p in sorted(fs.find(url))
-            if p.endswith(keep) or "/_index/" in p}
+            if p.endswith(keep) or "/_index/" in p or "/.nv-meta/" in p}
 
 
 def _upload_sample(sample, url: str) -> tuple[str, str, str]:
@@ -100,6 +102,7 @@ def test_real_world_killed_and_resumed_into_s3_matches_a_clean_run(s3_endpoint, 
 
 
 def test_a_build_written_to_s3_is_read_back_there(s3_endpoint, s3_bucket, tmp_path):
+    """Then built again into another prefix from another staging folder: the same bytes."""
     out = f"{s3_bucket}/build"
     env = _env(s3_endpoint, tmp_path)
     done = subprocess.run(_cli("build", "--preset", "demo", "--output", out, "--config", str(_small_build(tmp_path))),
@@ -127,6 +130,16 @@ def test_a_build_written_to_s3_is_read_back_there(s3_endpoint, s3_bucket, tmp_pa
     fs.invalidate_cache()
     steps = json.loads(fs.cat(f"{out}/build.json"))["steps"]
     assert len(steps) >= 8 and {s["status"] for s in steps} == {"skipped"}, steps
+    # the same build into another prefix from another node's staging folder: the same bytes, markers included (no
+    # staging path or file time reaches a sample, an index or a fingerprint)
+    other = f"{s3_bucket}/elsewhere"
+    elsewhere = _env(s3_endpoint, tmp_path / "other-node")
+    done = subprocess.run(_cli("build", "--preset", "demo", "--output", other, "--config", str(_small_build(tmp_path))),
+                          env=elsewhere, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for set_name in ("real_world", "synthetic", "event"):
+        first, second = _digests(f"{out}/{set_name}"), _digests(f"{other}/{set_name}")
+        assert first == second and any(k.endswith(".tar") for k in first) and any(".nv-meta/" in k for k in first)
 
 
 def _small_build(tmp_path: Path) -> Path:
