@@ -24,7 +24,7 @@ from pipelines.cli_common import (
     settings,
     shard_overrides,
 )
-from pipelines.cli_filtering import filter_videos, review
+from pipelines.cli_filtering import filter_videos, prescreen, review
 from pipelines.cli_mix import mix
 from pipelines.cli_paths import PathOrURL, storage_options
 from pipelines.cli_prompts import event_images, select_prompts
@@ -245,6 +245,7 @@ for _command in (
     train,
     infer_check,
     filter_videos,
+    prescreen,
     review,
 ):
     main.add_command(_command)

@@ -1,4 +1,5 @@
-"""`yume-data filter` (VBench scores, top N) and `yume-data review make|apply` (manual screening of the event set).
+"""`yume-data filter` (VBench scores, top N), `yume-data prescreen` (event videos scored against their texts, best
+first) and `yume-data review make|apply` (manual screening of the event set).
 
 Settings for `filter`: a preset (`--preset`: yume15, native, tiny, or a YAML file), then `--config`, then flags.
 """
@@ -62,6 +63,36 @@ def filter_videos(manifest, output, preset, config, backend, dimensions, keep, k
     }
     cfg = FILTER.config(preset, merge(read_config(config) if config else {}, overrides))
     print_outputs(run_filter_flow(manifest, output, cfg))
+
+
+@click.command("prescreen")
+@click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Synthesis manifest of an event set (manifest.parquet of `yume-data synthesize` with I2V).")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
+              help="Output folder (not the synthesis folder): manifest.parquet with the scores, summary.json.")
+@click.option("--config", type=click.Path(exists=True, dir_okay=False),
+              help="YAML settings: clip_model, device, max_frames, weights, quality (the VBench scorer's settings, "
+                   "as `filter`'s score section), with_quality, batch_size, auto_reject_below.")
+@click.option("--clip-model", help="CLIP whose towers compare frames with the text and the start image (default "
+                                   "openai/clip-vit-base-patch32; tiny-random offline).")
+@click.option("--device", help="cpu or cuda[:N].")
+@click.option("--max-frames", type=click.IntRange(min=1), help="Frames after the start frame compared (default 16).")
+@click.option("--no-quality", is_flag=True, default=None, help="Leave the VBench quality score out of the mean.")
+@click.option("--auto-reject-below", type=float,
+              help="Drop videos scoring under this before anyone sees them (reason prescreen_rejected).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Videos per batch (default 64).")
+def prescreen(manifest, output, config, clip_model, device, max_frames, no_quality, auto_reject_below, batch_size):
+    """Score generated event videos for agreement with their event text and start image (and VBench quality), so
+    `review make` on the output shows the likely keepers first."""
+    prefect_env()
+    from pipelines.prescreen import PRESCREEN, run_prescreen_flow
+    from yume_core.config import merge
+
+    overrides = {"clip_model": clip_model, "device": device, "max_frames": max_frames,
+                 "with_quality": False if no_quality else None, "auto_reject_below": auto_reject_below,
+                 "batch_size": batch_size}
+    cfg = PRESCREEN.config(None, merge(read_config(config) if config else {}, overrides))
+    print_outputs(run_prescreen_flow(manifest, output, cfg))
 
 
 @click.group("review")

@@ -81,3 +81,51 @@ def test_the_card_measures_how_well_the_pre_screen_predicted_the_decisions():
     unscreened = unscreened.set_column(1, "reason", pa.nulls(9, pa.string()))
     assert prescreen_prediction(unscreened)["prediction"] is None  # no rejections: nothing to predict
     assert prescreen_prediction(table.drop_columns(["prescreen_score"])) is None
+
+
+def test_the_command_scores_a_synthesis_folder_for_review_pages_best_first(videos, tmp_path):
+    """`yume-data prescreen` on a synthesis manifest, then `review make` on its output: every ok video scored, the
+    one under --auto-reject-below dropped with its reason, the pages best first with links that reach the videos;
+    a rerun scores nothing again and writes the same manifest."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from pipelines.cli import main
+    from yume_core.manifest import read_manifest, write_manifest
+
+    synth = tmp_path / "synth"
+    shutil.copytree(videos, synth)
+    write_manifest(_table([{"prompt_id": f"e{i}", "caption": "Snow starts to fall.", "status": "ok",
+                            "video_path": f"v{i}.mp4", "image_path": f"s{i}.jpg"} for i in range(3)]),
+                   synth / "manifest.parquet")
+    write_manifest(pa.table({"prompt_id": ["x"]}), tmp_path / "other" / "manifest.parquet")
+    wrong = CliRunner().invoke(main, ["prescreen", "--manifest", str(tmp_path / "other" / "manifest.parquet"),
+                                      "--output", str(tmp_path / "wrong")])
+    assert wrong.exit_code == 2 and "has no column(s) caption, status, video_path" in wrong.output, wrong.output
+    first = CliRunner().invoke(main, ["prescreen", "--manifest", str(synth / "manifest.parquet"), "--output",
+                                      str(tmp_path / "scored"), "--clip-model", "tiny-random", "--max-frames", "4",
+                                      "--no-quality"])
+    assert first.exit_code == 0, first.output
+    scored = read_manifest(tmp_path / "scored" / "manifest.parquet").to_pylist()
+    scores = sorted(r["prescreen_score"] for r in scored)
+    assert len(scores) == 3 and all(0.0 <= s <= 1.0 for s in scores) and "quality_score" not in scored[0]
+    cut = (scores[0] + scores[1]) / 2
+    again = CliRunner().invoke(main, ["prescreen", "--manifest", str(synth / "manifest.parquet"), "--output",
+                                      str(tmp_path / "scored"), "--clip-model", "tiny-random", "--max-frames", "4",
+                                      "--no-quality", "--auto-reject-below", str(cut)])
+    assert again.exit_code == 0, again.output
+    rows = {r["prompt_id"]: r for r in read_manifest(tmp_path / "scored" / "manifest.parquet").to_pylist()}
+    lowest = min(rows, key=lambda k: rows[k]["prescreen_score"])
+    assert rows[lowest]["status"] == "dropped" and rows[lowest]["reason"] == "prescreen_rejected"
+    assert [rows[k]["prescreen_score"] for k in sorted(rows)] == [r["prescreen_score"] for r in scored]
+
+    pages = CliRunner().invoke(main, ["review", "make", "--manifest", str(tmp_path / "scored" / "manifest.parquet"),
+                                      "--output", str(tmp_path / "review")])
+    assert pages.exit_code == 0, pages.output
+    html = (tmp_path / "review" / "page-0001.html").read_text()
+    kept = sorted((k for k in rows if k != lowest), key=lambda k: -rows[k]["prescreen_score"])
+    assert [html.index(f'data-key="{k}"') for k in kept] == sorted(html.index(f'data-key="{k}"') for k in kept)
+    assert f'data-key="{lowest}"' not in html
+    for k in kept:
+        assert f'src="../synth/{rows[k]["video_path"].rsplit("/", 1)[-1]}"' in html
