@@ -36,9 +36,12 @@ def _settings_check(name: str, params: dict) -> None:
     from pipelines.real_world import REAL_WORLD
     from pipelines.synthesis import SYNTHESIS
 
+    from pipelines.drafting import DRAFT
+    from pipelines.prescreen import PRESCREEN
+
     preset, config = params.get("preset"), params.get("config")
-    if name == "caption":
-        CAPTION.config(None, config)
+    if name in ("caption", "draft-events", "prescreen"):  # no presets: the config is all of the settings
+        {"caption": CAPTION, "draft-events": DRAFT, "prescreen": PRESCREEN}[name].config(None, config)
         return
     assert preset, f"{name}: config goes on top of a preset, as the command's --config does"
     {"build": build_config, "real-world": REAL_WORLD.config, "synthesize": SYNTHESIS.config,
@@ -50,7 +53,8 @@ def test_every_flow_has_one_deployment_that_loads_as_a_worker_loads_it():
 
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     deployments = _deployments()
-    assert sorted(deployments) == ["build", "caption", "filter", "real-world", "synthesize"]
+    assert sorted(deployments) == ["build", "caption", "draft-events", "filter", "prescreen", "real-world",
+                                   "synthesize"]
     pull = spec["pull"]
     assert [next(iter(step)) for step in pull] == ["prefect.deployments.steps.set_working_directory"]
     for name, d in deployments.items():
