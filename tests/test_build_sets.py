@@ -165,7 +165,8 @@ def test_a_labs_own_footage_becomes_a_t2v_set_and_bad_rows_say_why(tmp_path):
     metas = [json.loads(m) for m in _jsons(out / "own")]
     assert all(check_sample(m) == [] and m["set"] == "own" and m["tasks"] == ["t2v"] for m in metas)
     assert sorted(m["footage"]["caption"] for m in metas) == ["A market street at noon.", "A walk along the harbour."]
-    assert {m["footage"]["video"] for m in metas} == {str(clips / "walk-0.mp4"), str(clips / "walk-1.mp4")}
+    # recorded relative to the config file's folder (`tmp_path`), which holds them
+    assert {m["footage"]["video"] for m in metas} == {"footage/walk-0.mp4", "footage/walk-1.mp4"}
     funnel = {f["step"]: f for f in json.loads((out / "card.json").read_text())["funnel"]}
     probe = funnel["own/probe"]
     assert (probe["in"], probe["ok"], probe["failed"]) == (4, 2, 2)
