@@ -20,13 +20,16 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", 
 
 
 class FaultyProxy:
-    """Requests whose `METHOD path` matches `pattern` get 503 SlowDown with probability `slow_down` or have their
-    connection reset with probability `reset` (seeded: the same faults on every run); the rest reach `upstream`.
-    `faults` counts the errors served per `METHOD path`; `healthy()` stops injecting."""
+    """Requests whose `METHOD path` matches `pattern` get 503 SlowDown with probability `slow_down`, and those that
+    match `reset_pattern` (default: `pattern`) have their connection reset with probability `reset` (seeded: the
+    same draws on every run); the rest reach `upstream`. `faults` counts the errors served per `METHOD path`;
+    `healthy()` stops injecting."""
 
-    def __init__(self, upstream: str, pattern: str = ".", slow_down: float = 0.0, reset: float = 0.0, seed: int = 0):
+    def __init__(self, upstream: str, pattern: str = ".", slow_down: float = 0.0, reset: float = 0.0, seed: int = 0,
+                 reset_pattern: str | None = None):
         self.upstream = urlparse(upstream)
         self.pattern, self.slow_down, self.reset = re.compile(pattern), slow_down, reset
+        self.reset_pattern = re.compile(reset_pattern) if reset_pattern is not None else self.pattern
         self.random = random.Random(seed)
         self.faults: Counter[str] = Counter()
         self.lock = threading.Lock()
@@ -52,10 +55,12 @@ class FaultyProxy:
 
     def _fault(self, request: str) -> str | None:
         with self.lock:
-            if not self.pattern.search(request):
+            throttled, reset = self.pattern.search(request), self.reset_pattern.search(request)
+            if not (throttled or reset):
                 return None
             draw = self.random.random()
-            fault = "slow_down" if draw < self.slow_down else "reset" if draw < self.slow_down + self.reset else None
+            fault = "slow_down" if throttled and draw < self.slow_down else \
+                "reset" if reset and self.slow_down <= draw < self.slow_down + self.reset else None
             if fault:
                 self.faults[request] += 1
             return fault

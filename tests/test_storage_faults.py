@@ -105,6 +105,41 @@ def test_s3_requests_are_retried_in_botocores_adaptive_mode_unless_the_user_chos
 
 
 @pytest.mark.slow
+def test_a_bucket_that_throttles_some_requests_and_resets_some_uploads_still_gets_the_bytes_of_a_clean_run(
+        s3_endpoint, s3_bucket, tmp_path):
+    """15% of every request answered 503 SlowDown and 5% of uploads reset, with the default retries: the run
+    finishes, and the bucket holds what a run against a healthy store wrote, byte for byte."""
+    import hashlib
+    import subprocess
+
+    import fsspec
+
+    from yume_core.sample_data import make_sekai_sample
+
+    sample = make_sekai_sample(tmp_path / "sekai", n_clips=6, n_frames=40, size=(64, 36))
+
+    def run(endpoint: str, out: str, staging: str) -> dict[str, str]:
+        env = env_for_subprocess(endpoint, tmp_path / staging)
+        env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), SOURCE_DATE_EPOCH="1767225600")
+        done = subprocess.run([sys.executable, "-m", "pipelines.cli", "real-world", "--csv", str(sample.csv_path),
+                               "--videos", str(sample.videos_dir), "--trajectories", str(sample.cameras_dir),
+                               "--output", out, "--batch-size", "2", "--shard-max-count", "2", "--workers", "2"],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        fs = fsspec.filesystem("s3", skip_instance_cache=True, endpoint_url=s3_endpoint)
+        return {p[len(out) - 5:]: hashlib.sha256(fs.cat(p)).hexdigest() for p in sorted(fs.find(out))
+                if "/shards/" in p or p.endswith("manifest.parquet")}
+
+    clean = run(s3_endpoint, f"{s3_bucket}/clean", "a")
+    with FaultyProxy(s3_endpoint, ".", slow_down=0.15, reset=0.05, reset_pattern=r"^(PUT|POST) ", seed=3) as proxy:
+        faulty = run(proxy.endpoint, f"{s3_bucket}/faulty", "b")
+    served = sum(proxy.faults.values())
+    assert served >= 3 and any(k.startswith(("PUT ", "POST ")) for k in proxy.faults), proxy.faults
+    assert faulty == clean and sum(k.endswith(".tar") for k in clean) == 3
+    print(f"{served} faults served: {dict(proxy.faults)}")
+
+
+@pytest.mark.slow
 def test_a_bucket_that_throttles_every_marker_ends_the_command_in_one_line_and_a_rerun_finishes(
         s3_endpoint, s3_bucket, tmp_path):
     from yume_core.sample_data import make_sekai_sample
