@@ -103,6 +103,16 @@ class Cluster:
         return None
 
 
+    def running(self, group: int) -> list[str]:
+        """Titles of the node's worker processes that run something (Ray titles an idle one `ray::IDLE`, a busy one
+        by its task or actor: `ray::clips-00002`)."""
+        table = processes()
+        parents = {pid: ppid for pid, ppid, _, _ in table}
+        node = {pid for pid, _, pgrp, _ in table if pgrp == group}
+        return [cmd for pid, _, _, cmd in table if cmd.startswith("ray::") and not cmd.startswith("ray::IDLE")
+                and _ancestor_in(pid, parents, node)]
+
+
 def _ancestor_in(pid: int, parents: dict[int, int], pids: set[int]) -> bool:
     """`pid` or one of its ancestors is in `pids`."""
     while pid > 1:

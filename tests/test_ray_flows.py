@@ -1,7 +1,8 @@
 """Every flow on a real Ray cluster: a head and a second node started with `ray start` on loopback, as an operator
 starts one, each flow run with `ray_address` pointing at it, its outputs compared byte for byte with the same run on
 threads. Tasks run in the cluster's worker processes (not in the test's), so this covers what a cluster adds:
-everything a task is handed is pickled over, and each task asks the cluster for CPUs and GPUs."""
+everything a task is handed is pickled over, and each task asks the cluster for CPUs and GPUs; and a node lost while
+it runs a batch task costs that task a retry, not the run."""
 
 import json
 import shutil
@@ -183,3 +184,43 @@ def test_real_world_on_the_cluster_into_s3_writes_what_threads_write(cluster, se
         digests[kind] = {p.split(f"/{kind}/", 1)[1]: fs.cat(p) for p in found}
     assert digests["ray"] == digests["threads"]
     assert sum(name.endswith(".done.json") for name in digests["ray"]) == 2
+
+
+def test_a_node_killed_while_it_runs_a_batch_task_costs_a_retry_not_the_run(sekai, tmp_path):
+    """A cluster of its own (a head and a node that dies): the node is killed while one of its worker processes runs
+    a batch task; Ray runs the task again on the head, and the run ends with the bytes of a run on threads."""
+    import threading
+
+    from pipelines.real_world import RealWorldConfig, run_flow
+    from ray_cluster import FAST_NODE_DEATH
+
+    settings = {"batch_size": 1, "shards": {"max_count": 1}}
+    run_flow(str(sekai.csv_path), str(sekai.videos_dir), str(sekai.cameras_dir), str(tmp_path / "threads"),
+             from_dict(RealWorldConfig, settings))
+    nodes = Cluster(FAST_NODE_DEATH)
+    try:
+        nodes.start_head(cpus=1)
+        node = nodes.add_node(cpus=2)
+        seen: dict = {}
+
+        def kill_it_mid_task():
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and not seen:
+                if busy := nodes.running(node):
+                    nodes.kill_node(node)
+                    seen["task"] = busy[0]
+                time.sleep(0.005)
+
+        watcher = threading.Thread(target=kill_it_mid_task, daemon=True)
+        watcher.start()
+        summary = run_flow(str(sekai.csv_path), str(sekai.videos_dir), str(sekai.cameras_dir), str(tmp_path / "ray"),
+                           from_dict(RealWorldConfig, {**settings, "runner": {"kind": "ray",
+                                                                              "ray_address": nodes.address}}))
+        watcher.join(timeout=1)
+    finally:
+        nodes.stop()
+    assert not nodes.alive(), "Ray processes outlived the cluster"
+    assert seen and not seen["task"].startswith("ray::BatchActor"), seen  # a batch task, not an actor
+    assert summary["ok"] == 4 and summary["failed"] == 1
+    same_files(tmp_path / "threads", tmp_path / "ray", SHARD_FILES)
+
