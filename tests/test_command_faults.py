@@ -4,6 +4,7 @@ outlive it)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -131,7 +132,7 @@ def test_a_port_that_answers_but_is_no_ray_head_fails_within_the_timeout(tmp_pat
 
 
 @pytest.mark.slow
-def test_a_head_lost_during_the_run_ends_the_command_in_one_line(tmp_path):
+def test_a_head_lost_during_the_run_ends_the_command_in_one_line_and_the_rerun_resumes(tmp_path):
     pytest.importorskip("prefect_ray")
     from test_ray_flows import Cluster
     from yume_core.sample_data import make_sekai_sample
@@ -143,9 +144,9 @@ def test_a_head_lost_during_the_run_ends_the_command_in_one_line(tmp_path):
         cluster.start_node("--head", "--port", str(cluster.port), "--num-cpus", "1", "--num-gpus", "0",
                            "--include-dashboard", "false", "--dashboard-port", str(free_port()),
                            "--ray-client-server-port", str(free_port()))
-        proc = subprocess.Popen(_cli("real-world", "--csv", str(sample.csv_path), "--videos", str(sample.videos_dir),
-                                     "--trajectories", str(sample.cameras_dir), "-o", str(tmp_path / "out"),
-                                     "--batch-size", "1", "--ray-address", cluster.address),
+        command = _cli("real-world", "--csv", str(sample.csv_path), "--videos", str(sample.videos_dir),
+                       "--trajectories", str(sample.cameras_dir), "-o", str(tmp_path / "out"), "--batch-size", "1")
+        proc = subprocess.Popen([*command, "--ray-address", cluster.address],
                                 env=_env(tmp_path, YUME_RAY_CONNECT_TIMEOUT="5"), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
         deadline = time.monotonic() + 240
@@ -164,6 +165,14 @@ def test_a_head_lost_during_the_run_ends_the_command_in_one_line(tmp_path):
     assert "Traceback" not in err, err[-3000:]
     assert err.rstrip().splitlines()[-1].startswith(f"error: {cluster.address}: lost the Ray head: "), err[-3000:]
     assert took < 30, took  # Ray alone aborts the driver after 60 s, with a C++ error
+    # the same command without the cluster resumes: the batches finished before the loss are kept as they are
+    kept = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("_work/*/part-*.parquet")}
+    assert kept
+    done = subprocess.run(command, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["in"], summary["ok"]) == (6, 6), summary
 
 
 # ------------------------------------------------------------------------------------- Ctrl-C and kill -9
