@@ -21,11 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
 
 
-def _gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _section(name: str):
+    """A module of `benchmarks/gpu_sections` (`common` or a section), imported as the driver's children import it."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    return importlib.import_module(f"gpu_sections.{name}")
 
 
 def _run(out: Path, *args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -154,8 +153,7 @@ def test_wan_flop_count_matches_what_the_model_computes():
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    gpu_check = _gpu_check()
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    wan = _section("wan")
     import bench_wan_step as bench
 
     for config, latent in ((bench.TINY, bench.LATENT_TINY), ({**bench.TINY, "in_channels": 36}, (36, 3, 8, 8))):
@@ -164,16 +162,15 @@ def test_wan_flop_count_matches_what_the_model_computes():
         counter = FlopCounterMode(display=False)
         with torch.inference_mode(), sdpa_kernel([SDPBackend.MATH]), counter:
             model(hidden_states=latents, timestep=torch.tensor([999]), encoder_hidden_states=cond, return_dict=False)
-        counted = gpu_check.wan_forward_flops(config, latent, 16)["total"]
+        counted = wan.wan_forward_flops(config, latent, 16)["total"]
         assert counted == counter.get_total_flops()
 
 
 def test_the_14b_count_is_what_the_benchmarks_quote():
-    gpu_check = _gpu_check()
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    wan = _section("wan")
     import bench_wan_step as bench
 
-    flops = gpu_check.wan_forward_flops(bench.WAN21_14B, bench.LATENT_720P, 512)
+    flops = wan.wan_forward_flops(bench.WAN21_14B, bench.LATENT_720P, 512)
     assert flops["tokens"] == 75_600
     assert 6.0e15 < flops["total"] < 7.0e15 and 0.6 < flops["attention_share"] < 0.8
 
@@ -183,5 +180,5 @@ def test_the_14b_count_is_what_the_benchmarks_quote():
     ("NVIDIA H200", 989.0), ("NVIDIA H200 NVL", 835.0), ("NVIDIA A100-SXM4-80GB", 312.0), ("Tesla T4", None),
 ])
 def test_datasheet_peaks_by_card_name(name, tflops):
-    peak = _gpu_check().datasheet_peak(name)
+    peak = _section("common").datasheet_peak(name)
     assert (peak["tflops"] if peak else None) == tflops
