@@ -1,5 +1,5 @@
-"""What the tests that start Prefect's own processes (server, worker, the CLI) share: an environment of their own
-and a clean stop."""
+"""What the tests that start Prefect's own processes (server, worker, the CLI) share: an environment of their own,
+a server on loopback, and a clean stop."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+PREFECT = str(Path(sys.executable).with_name("prefect"))
 
 
 def prefect_env(tmp_path: Path, **extra) -> dict:
@@ -43,3 +50,27 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
         except ProcessLookupError:
             pass
+
+
+@contextmanager
+def prefect_server(tmp_path: Path, timeout: float = 180) -> Iterator[str]:
+    """`prefect server start` on a free loopback port with this test's PREFECT_HOME; yields its API URL once it
+    answers, and stops it (and what it started) after."""
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    proc = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                            env=prefect_env(tmp_path), start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{api}/health", timeout=5):
+                    break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError("prefect server did not come up") from None
+                time.sleep(0.5)
+        yield api
+    finally:
+        stop(proc)

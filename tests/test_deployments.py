@@ -6,9 +6,6 @@ through the API."""
 import json
 import re
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,10 +14,9 @@ import yaml
 from yume_core.manifest import read_manifest
 from yume_core.sample_data import make_sekai_sample
 
-from prefect_processes import free_port, prefect_env, stop  # noqa: E402  (tests/ is on the path)
+from prefect_processes import PREFECT, prefect_env, prefect_server, stop  # noqa: E402  (tests/ is on the path)
 
 ROOT = Path(__file__).resolve().parents[1]
-PREFECT = str(Path(sys.executable).with_name("prefect"))
 
 
 def _deployments() -> dict[str, dict]:
@@ -116,24 +112,14 @@ def test_real_world_deployment_runs_on_a_process_worker(tmp_path):
                                faults=("duplicate", "video_missing"))
     workdir = tmp_path / "work"  # YUME_DATA_ROOT: where the run starts, so a relative output lands here
     workdir.mkdir()
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
+    with prefect_server(tmp_path) as api:
+        _deploy_and_run(api, tmp_path, workdir, sample)
+
+
+def _deploy_and_run(api: str, tmp_path: Path, workdir: Path, sample) -> None:
     env = prefect_env(tmp_path, PREFECT_API_URL=api, YUME_DATA_ROOT=str(workdir))
-    server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=prefect_env(tmp_path), start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     worker = None
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{api}/health", timeout=5):
-                    break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise RuntimeError("prefect server did not come up")
-                time.sleep(0.5)
-
         _prefect(env, "work-pool", "create", "yume-data", "--type", "process")
         _prefect(env, "--no-prompt", "deploy", "--all")
         out = _prefect(env, "deployment", "run", "real-world/real-world",
@@ -183,4 +169,3 @@ def test_real_world_deployment_runs_on_a_process_worker(tmp_path):
     finally:
         if worker is not None:
             stop(worker)
-        stop(server)

@@ -16,7 +16,7 @@ import shards
 from yume_core.manifest import read_manifest
 from yume_core.sample_data import make_sekai_sample
 
-from prefect_processes import free_port, prefect_env, stop  # noqa: E402  (tests/ is on the path)
+from prefect_processes import PREFECT, prefect_env, prefect_server  # noqa: E402  (tests/ is on the path)
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,6 @@ def test_a_killed_run_resumes_without_redoing_finished_batches(tmp_path):
     assert not list(out.rglob(".tmp-*"))
 
 
-PREFECT = str(Path(sys.executable).with_name("prefect"))  # the command Prefect users type, from this environment
 
 
 def _prefect_cli(api: str, tmp_path: Path, *args) -> list | dict:
@@ -84,56 +83,38 @@ def _get(url: str, body: dict | None = None):
 
 
 @pytest.fixture
-def prefect_server(tmp_path):
-    port = free_port()
-    env = prefect_env(tmp_path)
-    server = subprocess.Popen(
-        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    api = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                _get(f"{api}/health")
-                break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise RuntimeError("prefect server did not come up")
-                time.sleep(0.5)
+def prefect_api(tmp_path):
+    with prefect_server(tmp_path) as api:
         yield api
-    finally:
-        stop(server)
 
 
-def test_flow_with_worker_processes_reports_to_a_prefect_server(tmp_path, prefect_server):
+def test_flow_with_worker_processes_reports_to_a_prefect_server(tmp_path, prefect_api):
     """`prefect server start` on a free loopback port with its own PREFECT_HOME; the command runs against it
     (PREFECT_API_URL); the run, its tasks and its summary artifact are there, through the API and through
     `prefect flow-run ls` / `prefect artifact ls` / `prefect artifact inspect`."""
     sample = make_sekai_sample(tmp_path / "in", n_clips=4, n_frames=60, size=(64, 36), faults=("duplicate",))
     out = tmp_path / "out"
     args = _real_world_args(sample, out, "--batch-size", 2, "--workers", 2, "--task-runner", "processes")
-    done = subprocess.run(args, env=prefect_env(tmp_path, PREFECT_API_URL=prefect_server), capture_output=True, text=True,
+    done = subprocess.run(args, env=prefect_env(tmp_path, PREFECT_API_URL=prefect_api), capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "dropped 1" in done.stdout
 
-    runs = _get(f"{prefect_server}/flow_runs/filter", {})
+    runs = _get(f"{prefect_api}/flow_runs/filter", {})
     assert [r["state_type"] for r in runs] == ["COMPLETED"]
-    tasks = _get(f"{prefect_server}/task_runs/filter", {})
+    tasks = _get(f"{prefect_api}/task_runs/filter", {})
     names = sorted(t["name"] for t in tasks)
     assert names.count("clips-00000") == 1 and sum(n.startswith("clips-") for n in names) == 3
     assert all(t["state_type"] == "COMPLETED" for t in tasks)
-    artifacts = _get(f"{prefect_server}/artifacts/filter", {})
+    artifacts = _get(f"{prefect_api}/artifacts/filter", {})
     summary = [a for a in artifacts if a["key"] == "real-world-summary"]
     assert summary and "dropped" in summary[0]["description"]
 
     # what a Prefect user sees with Prefect's own commands
-    listed = _prefect_cli(prefect_server, tmp_path, "flow-run", "ls")
+    listed = _prefect_cli(prefect_api, tmp_path, "flow-run", "ls")
     assert [(r["id"], r["state_type"]) for r in listed] == [(runs[0]["id"], "COMPLETED")]
-    listed = _prefect_cli(prefect_server, tmp_path, "artifact", "ls")
+    listed = _prefect_cli(prefect_api, tmp_path, "artifact", "ls")
     assert [a["key"] for a in listed] == ["real-world-summary"] and listed[0]["flow_run_id"] == runs[0]["id"]
-    table = _prefect_cli(prefect_server, tmp_path, "artifact", "inspect", "real-world-summary")
+    table = _prefect_cli(prefect_api, tmp_path, "artifact", "inspect", "real-world-summary")
     rows = json.loads(table[0]["data"]) if isinstance(table[0]["data"], str) else table[0]["data"]
     assert {"status": "dropped", "reason": "", "count": 1} in rows

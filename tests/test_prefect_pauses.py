@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from prefect_processes import free_port, prefect_env, stop  # noqa: E402  (tests/ is on the path)
+from prefect_processes import prefect_env, prefect_server, stop  # noqa: E402  (tests/ is on the path)
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -26,24 +26,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def server(tmp_path):
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                            env=prefect_env(tmp_path), start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{api}/health", timeout=5):
-                    break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError("prefect server did not come up")
-                time.sleep(0.5)
+    with prefect_server(tmp_path) as api:
         yield api
-    finally:
-        stop(proc)
 
 
 def _post(api: str, path: str, body: dict) -> dict | list:
