@@ -165,16 +165,20 @@ def _src(path: Path, page_dir: Path) -> str:
         return path.as_uri()
 
 
-def _card(row: dict, page_dir: Path) -> str:
+def _card_head(row: dict, media: str, attributes: str = "") -> list[str]:
+    """A card's opening, shared by video and text cards: its media, key, category and verdict slot."""
     e = html.escape
-    video = row["video_abs"]
-    parts = [f'<section class="card" data-key="{e(row[KEY])}">',
-             f'<video controls loop muted preload="metadata" src="{e(_src(video, page_dir))}"></video>',
-             '<div class="info">',
+    parts = [f'<section class="card" data-key="{e(row[KEY])}"{attributes}>', media, '<div class="info">',
              f'<span class="key">{e(row[KEY])}</span>']
     if row.get("category"):
         parts.append(f'<span class="category">{e(row["category"])}</span>')
-    parts.append('<span class="verdict"></span>')
+    return [*parts, '<span class="verdict"></span>']
+
+
+def _card(row: dict, page_dir: Path) -> str:
+    e = html.escape
+    video = row["video_abs"]
+    parts = _card_head(row, f'<video controls loop muted preload="metadata" src="{e(_src(video, page_dir))}"></video>')
     parts.append(_scores(row))
     if not video.is_file():
         parts.append(f'<div class="missing">video not found: {e(str(video))}</div>')
@@ -194,13 +198,8 @@ def _text_card(row: dict, page_dir: Path) -> str:
     e = html.escape
     text = " ".join((row.get("caption") or "").split())
     image = row["image_abs"]
-    parts = [f'<section class="card" data-key="{e(row[KEY])}" data-text="{e(text)}">',
-             f'<img class="start" alt="start image" loading="lazy" src="{e(_src(image, page_dir))}">',
-             '<div class="info">',
-             f'<span class="key">{e(row[KEY])}</span>']
-    if row.get("category"):
-        parts.append(f'<span class="category">{e(row["category"])}</span>')
-    parts.append('<span class="verdict"></span>')
+    parts = _card_head(row, f'<img class="start" alt="start image" loading="lazy" src="{e(_src(image, page_dir))}">',
+                       f' data-text="{e(text)}"')
     if not image.is_file():
         parts.append(f'<div class="missing">image not found: {e(str(image))}</div>')
     parts += [f'<textarea class="text" rows="3" aria-label="event text (e edits)">{e(text)}</textarea>',
