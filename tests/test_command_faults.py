@@ -150,7 +150,7 @@ def test_a_head_lost_during_the_run_ends_the_command_in_one_line_and_the_rerun_r
                                 env=_env(tmp_path, YUME_RAY_CONNECT_TIMEOUT="5"), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
         deadline = time.monotonic() + 240
-        while not list((tmp_path / "out").glob("_work/*/*.parquet")):  # a batch is done: the run is under way
+        while not list((tmp_path / "out").glob("_work/*/part-*.parquet")):  # a batch is done: the run is under way
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
             time.sleep(0.2)
         cluster.stop()
